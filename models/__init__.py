@@ -1,0 +1,1 @@
+"""Model organisms of singular learning theory (shipped as ``slt.models``)."""

@@ -1,0 +1,1 @@
+"""slt-jax: singular learning theory quantities for real training runs, in JAX."""

@@ -1,0 +1,1 @@
+"""Samplers of the SGLD family and MALA, one file per algorithm."""
