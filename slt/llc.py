@@ -1,0 +1,319 @@
+"""Local learning coefficient estimation (Lau et al. 2023, arXiv 2308.12108).
+
+    λ̂(w*) = nβ · (E_w[L_B(w)] - L(w*)),   w ~ p(w) ∝ exp(-nβ·L(w) - γ/2·‖w - w*‖²)
+
+with nβ = n/log n by default (Watanabe's β = 1/log n) and the expectation
+taken over SGLD-family draws. L(w*) is the full-data loss at w*.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from slt import diagnostics as diag
+from slt import validation as check
+from slt.losses import full_data_loss
+from slt.posterior import Hyperparameters
+from slt.samplers.base import SAMPLERS, get_sampler
+from slt.sampling import RunConfig, SamplingResult, run_chains
+
+PyTree = Any
+
+
+def default_nbeta(n: int) -> float:
+    """nβ = n / log n (Watanabe 2013: β = 1/log n, the WBIC temperature)."""
+    if n < 2:
+        raise check.SLTInputError(f"nbeta defaults to n/log n, undefined for n={n}; pass nbeta explicitly")
+    return n / math.log(n)
+
+
+@dataclass(frozen=True)
+class LLCConfig:
+    """Everything that determined an LLC estimate (recorded with the result)."""
+
+    sampler: str
+    step_size: float
+    nbeta: float
+    localization: float
+    num_chains: int
+    num_draws: int
+    num_burnin: int
+    steps_between_draws: int
+    batch_size: int
+    num_examples: int
+    seed: int
+    sampler_options: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def num_steps(self) -> int:
+        return self.num_burnin + self.num_draws * self.steps_between_draws
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["sampler_options"] = dict(self.sampler_options)
+        return out
+
+
+@dataclass
+class LLCResult:
+    """An LLC estimate with its traces and diagnostics.
+
+    ``llc_mean`` and ``llc_std`` (sd across chains) use only chains that did
+    not diverge; ``llc_per_chain`` has NaN for failed chains.
+    """
+
+    llc_mean: float
+    llc_std: float
+    llc_per_chain: np.ndarray  # [chains]
+    loss_trace: np.ndarray  # [chains, draws] minibatch loss at each draw
+    init_loss: float  # L(w*) on the full data
+    nbeta: float
+    config: LLCConfig
+    diagnostics: dict = field(default_factory=dict)
+    timing: dict = field(default_factory=dict)
+
+    @property
+    def llc_trace(self) -> np.ndarray:
+        """[chains, draws] of nβ·(L_B(w_t) - L(w*)), the per-draw LLC."""
+        return self.nbeta * (self.loss_trace - self.init_loss)
+
+    def to_dict(self, *, traces: bool = True) -> dict:
+        """JSON-serialisable dict (NaN becomes None)."""
+        out = {
+            "llc_mean": self.llc_mean,
+            "llc_std": self.llc_std,
+            "llc_per_chain": self.llc_per_chain,
+            "init_loss": self.init_loss,
+            "nbeta": self.nbeta,
+            "config": self.config.to_dict(),
+            "diagnostics": self.diagnostics,
+            "timing": self.timing,
+        }
+        if traces:
+            out["loss_trace"] = self.loss_trace
+        return _jsonable(out)
+
+    def summary(self) -> str:
+        """A readable report of the estimate and its health checks."""
+        d = self.diagnostics
+        c = self.config
+        lines = [
+            f"LLC  λ̂ = {self.llc_mean:.4g} ± {d.get('mcse', float('nan')):.2g} (MCSE), sd across chains {self.llc_std:.3g}",
+            f"     {c.sampler}: ε={c.step_size:g}, nβ={self.nbeta:.4g}, γ={c.localization:g}, batch {c.batch_size}/{c.num_examples}, "
+            f"{c.num_chains} chains × {c.num_draws} draws (+{c.num_burnin} burn-in)",
+            "     per chain: " + ", ".join("failed" if not np.isfinite(v) else f"{v:.3g}" for v in self.llc_per_chain),
+            f"     ESS {d.get('ess', float('nan')):.0f}, R-hat {d.get('rhat', float('nan')):.3f}"
+            + (
+                f", MALA acceptance {d['acceptance_mean']:.2f} (ideal ≈ {diag.ACCEPTANCE_TARGET})"
+                if d.get("acceptance_mean") is not None
+                else ""
+            ),
+            f"     L(w*) = {self.init_loss:.6g}; compile {self.timing.get('compile_seconds', 0):.2f} s, "
+            f"sampling {self.timing.get('sample_seconds', 0):.2f} s",
+        ]
+        lines += [f"  !  {w}" for w in d.get("warnings", [])]
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"LLCResult(llc_mean={self.llc_mean:.4g}, llc_std={self.llc_std:.3g}, sampler={self.config.sampler!r}, chains={len(self.llc_per_chain)})"
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, (np.floating, float)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+def validate_llc_inputs(loss_fn, params, data, *, step_size, nbeta, localization, num_chains, num_draws,
+                        num_burnin, batch_size, sampler, steps_between_draws=1) -> tuple[int, int, float]:
+    """Check every argument (without compiling); return (n, batch_size, nβ)."""
+    check.require(callable(loss_fn), f"loss_fn must be callable as loss_fn(params, batch), got {type(loss_fn).__name__}")
+    check.require(sampler in SAMPLERS, f"sampler={sampler!r} is not known; choose one of {', '.join(SAMPLERS)}")
+    n = check.data_size(data)
+    check.finite_params(params)
+    check.positive_number("step_size", step_size)
+    nbeta = default_nbeta(n) if nbeta is None else check.positive_number("nbeta", nbeta)
+    check.positive_number("localization", localization, allow_zero=True)
+    check.positive_int("num_chains", num_chains)
+    check.positive_int("num_draws", num_draws)
+    check.positive_int("num_burnin", num_burnin, minimum=0)
+    check.positive_int("steps_between_draws", steps_between_draws)
+    batch = check.batch_size(batch_size, n)
+    if get_sampler(sampler).FULL_BATCH_ONLY:
+        check.require(batch == n, f"sampler={sampler!r} is full-batch (exact Metropolis correction); use batch_size=None")
+    check.scalar_loss(loss_fn, params, data, batch)
+    return n, batch, nbeta
+
+
+def llc_from_run(run: SamplingResult, init_loss: float, config: LLCConfig) -> LLCResult:
+    """Turn the loss traces of a run into an LLC estimate with diagnostics (excluding failed chains)."""
+    draws = run.loss_trace[:, config.num_burnin :: config.steps_between_draws][:, : config.num_draws]
+    nbeta = config.nbeta
+    llc_trace = nbeta * (draws.astype(np.float64) - init_loss)
+    divergences = diag.divergence_report(run.divergent_step, config.step_size)
+    healthy = np.ones(config.num_chains, bool)
+    healthy[[d["chain"] for d in divergences]] = False
+    per_chain = np.where(healthy, llc_trace.mean(axis=1) if llc_trace.size else np.nan, np.nan)
+    good = llc_trace[healthy]
+    messages = []
+    if healthy.any():
+        llc_mean = float(np.mean(per_chain[healthy]))
+        llc_std = float(np.std(per_chain[healthy], ddof=1)) if healthy.sum() > 1 else float("nan")
+    else:
+        llc_mean = llc_std = float("nan")
+    for d in divergences:
+        messages.append(f"chain {d['chain']} diverged at step {d['step']} and is excluded from the mean; {d['suggestion']}")
+    if not healthy.any():
+        messages.append("every chain diverged: no estimate; reduce step_size")
+
+    acc_mask = run.acceptance_steps >= config.num_burnin
+    acc = run.acceptance[:, acc_mask] if run.acceptance.size else run.acceptance
+    acc_per_chain = np.nanmean(acc, axis=1) if acc.size and np.isfinite(acc).any() else None
+    acc_mean = float(np.nanmean(acc_per_chain[healthy])) if acc_per_chain is not None and healthy.any() else None
+
+    ok_level, m1, m2 = diag.levelled_off(good) if good.size else (True, float("nan"), float("nan"))
+    result_diag = {
+        "ess": diag.ess(good),
+        "rhat": diag.rhat(good),
+        "mcse": diag.mcse(good),
+        "ess_per_chain": [diag.ess(llc_trace[i : i + 1]) for i in range(config.num_chains)],
+        "acceptance_mean": acc_mean,
+        "acceptance_per_chain": acc_per_chain,
+        "divergent_chains": divergences,
+        "healthy_chains": int(healthy.sum()),
+        "first_half_mean": m1,
+        "second_half_mean": m2,
+    }
+    if np.isfinite(llc_mean) and llc_mean < 0:
+        messages.append(
+            f"λ̂ = {llc_mean:.3g} < 0: the sampled loss sits below L(w*) = {init_loss:.4g}; w* is not a local minimum "
+            "(train longer or check the checkpoint), or the step size is too large"
+        )
+    if not ok_level:
+        messages.append(
+            f"the loss trace has not levelled off (LLC over the first half of draws {m1:.3g}, second half {m2:.3g}); "
+            "increase num_burnin or num_draws, or lower localization-induced drift"
+        )
+    if acc_mean is not None and acc_mean < diag.ACCEPTANCE_LOW:
+        messages.append(
+            f"MALA acceptance of the {config.sampler} proposals is {acc_mean:.2f} (healthy ≈ {diag.ACCEPTANCE_TARGET}); "
+            "the step size is too large for this posterior: reduce step_size"
+        )
+    rh = result_diag["rhat"]
+    if np.isfinite(rh) and rh > diag.RHAT_HIGH:
+        messages.append(f"split R-hat = {rh:.2f} > {diag.RHAT_HIGH}: chains disagree; run longer draws or more burn-in")
+    result_diag["warnings"] = messages
+    diag.emit(messages)
+    return LLCResult(
+        llc_mean=llc_mean,
+        llc_std=llc_std,
+        llc_per_chain=per_chain,
+        loss_trace=draws,
+        init_loss=float(init_loss),
+        nbeta=nbeta,
+        config=config,
+        diagnostics=result_diag,
+        timing={"compile_seconds": run.compile_seconds, "sample_seconds": run.sample_seconds},
+    )
+
+
+def estimate_llc(
+    loss_fn: Callable[[PyTree, PyTree], Any],
+    params: PyTree,
+    data: PyTree,
+    *,
+    step_size: float,
+    nbeta: float | None = None,
+    localization: float = 1.0,
+    num_chains: int = 4,
+    num_draws: int = 1000,
+    num_burnin: int = 0,
+    batch_size: int | None = None,
+    sampler: str = "sgld",
+    seed: int = 0,
+    steps_between_draws: int = 1,
+    sampler_options: dict | None = None,
+    acceptance_checks: int = 100,
+    init_loss: float | None = None,
+    progress: bool | None = None,
+) -> LLCResult:
+    """Estimate the local learning coefficient λ̂ at ``params``.
+
+    λ̂ = nβ·(mean over draws of L_B(w_t) - L(w*)) with draws from the local
+    tempered posterior exp(-nβ·L(w) - γ/2·‖w - w*‖²), sampled by ``sampler``
+    (one of "sgld", "psgld", "sghmc", "sgnht", "mala") with the update
+    Δw = -(ε/2)·(nβ·∇L_B + γ·(w - w*)) + N(0, ε) (Lau et al. 2023).
+
+    Args:
+      loss_fn: ``loss_fn(params, batch) -> scalar`` mean loss over the batch.
+      params: pytree, the point w* measured (a trained checkpoint).
+      data: pytree of arrays with leading axis n (examples).
+      step_size: ε (same convention as Lau et al. and devinterp).
+      nbeta: nβ; default n/log n.
+      localization: γ.
+      num_chains, num_draws, num_burnin, steps_between_draws: chain lengths;
+        each chain runs num_burnin + num_draws·steps_between_draws steps.
+      batch_size: minibatch size; None = full batch.
+      sampler_options: per-sampler options, e.g. {"friction": 0.1} for
+        sghmc/sgnht, {"rmsprop_decay": 0.99} for psgld.
+      acceptance_checks: how many times per chain to compute the MALA
+        acceptance of the proposals (sgld/psgld); 0 = never.
+      init_loss: L(w*) if already known; computed on the full data otherwise.
+      progress: show a progress bar (default: on a terminal for long runs).
+
+    Returns:
+      :class:`LLCResult`; ``result.summary()`` prints a readable report.
+    """
+    n, batch, nbeta = validate_llc_inputs(
+        loss_fn, params, data, step_size=step_size, nbeta=nbeta, localization=localization,
+        num_chains=num_chains, num_draws=num_draws, num_burnin=num_burnin, batch_size=batch_size,
+        sampler=sampler, steps_between_draws=steps_between_draws,
+    )
+    options = tuple(sorted((sampler_options or {}).items()))
+    config = LLCConfig(
+        sampler=sampler, step_size=float(step_size), nbeta=float(nbeta), localization=float(localization),
+        num_chains=int(num_chains), num_draws=int(num_draws), num_burnin=int(num_burnin),
+        steps_between_draws=int(steps_between_draws), batch_size=batch, num_examples=n, seed=int(seed),
+        sampler_options=options,
+    )
+    if init_loss is None:
+        init_loss = full_data_loss(loss_fn, params, data)
+    result = run_chains(
+        loss_fn, params, data,
+        Hyperparameters(config.step_size, config.nbeta, config.localization),
+        config=run_config(config, acceptance_checks=acceptance_checks, progress=progress),
+        seed=config.seed,
+    )
+    return llc_from_run(result, init_loss, config)
+
+
+def run_config(config: LLCConfig, *, acceptance_checks: int = 100, progress: bool | None = None) -> RunConfig:
+    """The static sampling-program settings for an :class:`LLCConfig`."""
+    steps = config.num_steps
+    if progress is None:
+        progress = sys.stderr.isatty() and steps * config.num_chains >= 20_000
+    return RunConfig(
+        sampler=config.sampler,
+        num_chains=config.num_chains,
+        num_steps=steps,
+        batch_size=config.batch_size,
+        sampler_options=config.sampler_options,
+        acceptance_every=max(1, steps // acceptance_checks) if acceptance_checks else 0,
+        progress_every=max(1, steps // 100) if progress else 0,
+    )
