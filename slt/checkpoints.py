@@ -169,7 +169,7 @@ def unflatten_params(flat: Mapping[str, Any], template=None, *, source: str = "<
             continue
         used.add(found)
         arr = np.asarray(flat[found])
-        want_shape = tuple(np.shape(leaf)) if not hasattr(leaf, "shape") else tuple(leaf.shape)
+        want_shape = tuple(leaf.shape) if hasattr(leaf, "shape") else np.shape(leaf)
         if tuple(arr.shape) != want_shape:
             bad_shape.append(f"{key}: expected shape {want_shape}, found {tuple(arr.shape)}")
             continue
@@ -593,7 +593,7 @@ def from_torch_state_dict_file(
     ``num_batches_tracked`` is dropped).
 
     Transpose. With ``transpose_linear``, a torch ``weight`` that lands on a
-    flax ``kernel`` is transposed: Linear ``[out, in]`` -> ``[in, out]``,
+    flax ``kernel`` is transposed (also through ``key_map``): Linear ``[out, in]`` -> ``[in, out]``,
     Conv ``[out, in, *k]`` -> ``[*k, in, out]``. Embeddings and norms are not.
 
     Torch pickles (``.pt``, ``.pth``, ``.bin``) are refused; convert them with
@@ -611,16 +611,14 @@ def from_torch_state_dict_file(
     for tkey, arr in torch_flat.items():
         if callable(key_map):
             fkey = key_map(tkey)
-            explicit = True
         elif key_map is not None and tkey in key_map:
             fkey = key_map[tkey]
-            explicit = True
         else:
-            fkey, explicit = _default_torch_key(tkey, tmpl_keys), False
+            fkey = _default_torch_key(tkey, tmpl_keys)
         if fkey is None:
             continue
         leaf = tkey.rsplit(".", 1)[-1]
-        if transpose_linear and fkey.rsplit("/", 1)[-1] == "kernel" and (leaf == "weight" or explicit) and arr.ndim >= 2:
+        if transpose_linear and fkey.rsplit("/", 1)[-1] == "kernel" and leaf == "weight" and arr.ndim >= 2:
             arr = np.transpose(arr, (*range(2, arr.ndim), 1, 0))
         if fkey in mapped:
             raise CheckpointError(f"{path}: two torch tensors map to flax key {fkey!r} (last: {tkey!r})")

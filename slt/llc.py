@@ -238,7 +238,7 @@ def estimate_llc(
     params: PyTree,
     data: PyTree,
     *,
-    step_size: float,
+    step_size: float | str,
     nbeta: float | None = None,
     localization: float = 1.0,
     num_chains: int = 4,
@@ -264,7 +264,9 @@ def estimate_llc(
       loss_fn: ``loss_fn(params, batch) -> scalar`` mean loss over the batch.
       params: pytree, the point w* measured (a trained checkpoint).
       data: pytree of arrays with leading axis n (examples).
-      step_size: ε (same convention as Lau et al. and devinterp).
+      step_size: ε (same convention as Lau et al. and devinterp), or "auto" to
+        run :func:`slt.calibrate` first (its choice is recorded in
+        ``result.diagnostics["calibration"]``).
       nbeta: nβ; default n/log n.
       localization: γ.
       num_chains, num_draws, num_burnin, steps_between_draws: chain lengths;
@@ -280,6 +282,16 @@ def estimate_llc(
     Returns:
       :class:`LLCResult`; ``result.summary()`` prints a readable report.
     """
+    calibration = None
+    if isinstance(step_size, str):
+        check.require(step_size == "auto", f'step_size must be a number or "auto", got {step_size!r}')
+        from slt.calibration import calibrate
+
+        calibration = calibrate(
+            loss_fn, params, data, nbeta=nbeta, localization=localization, batch_size=batch_size,
+            sampler=sampler, seed=seed, sampler_options=sampler_options,
+        )
+        step_size = calibration.step_size
     n, batch, nbeta = validate_llc_inputs(
         loss_fn, params, data, step_size=step_size, nbeta=nbeta, localization=localization,
         num_chains=num_chains, num_draws=num_draws, num_burnin=num_burnin, batch_size=batch_size,
@@ -300,7 +312,10 @@ def estimate_llc(
         config=run_config(config, acceptance_checks=acceptance_checks, progress=progress),
         seed=config.seed,
     )
-    return llc_from_run(result, init_loss, config)
+    llc = llc_from_run(result, init_loss, config)
+    if calibration is not None:
+        llc.diagnostics["calibration"] = calibration.to_dict()
+    return llc
 
 
 def run_config(config: LLCConfig, *, acceptance_checks: int = 100, progress: bool | None = None) -> RunConfig:

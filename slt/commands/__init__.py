@@ -1,0 +1,1 @@
+"""Subcommands of the ``slt`` command line, one module each."""

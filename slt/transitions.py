@@ -1,0 +1,619 @@
+"""Phase-transition detection on training trajectories (LLC, losses, accuracies).
+
+Method (see ``docs/transitions.md``)
+------------------------------------
+Each signal is smoothed by Gaussian-process regression against log(step)
+(RBF kernel + white noise, plus the per-checkpoint standard errors when given;
+hyperparameters by maximum marginal likelihood, Rasmussen & Williams 2006,
+ch. 2 & 5).  The GP posterior gives, on a fine grid, the smoothed curve f, its
+slope g = df/dlog t, and their joint covariances.  The slope is cut into bumps
+(one per local maximum of |g|) which are merged greedily, weakest first, until
+
+* every remaining piece is a *significant move*: its change in value
+  Δ = f(b) - f(a) has ``|Δ| / sd(Δ) >= threshold``, and
+* two neighbouring moves in the same direction stay apart only if the slope
+  between them dips significantly towards zero (a plateau).
+
+Each surviving piece is a ``"rise"`` or ``"fall"``; its step is where the
+smoothed curve has done half the change, its window the 10-90 % span.  The
+points between two moves are stage boundaries in the sense of Hoogland et al.
+(arXiv 2402.02364): critical points of the smoothed LLC (dλ̂/dlog t = 0 at a
+peak or trough, or a plateau between two moves the same way).
+
+The GP is hand-rolled in numpy/scipy (a few dozen lines) because the package has
+no GP dependency and we need the posterior of the *derivative*, which
+off-the-shelf regressors do not return.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+from scipy import linalg, optimize
+
+__all__ = [
+    "Transition",
+    "detect_transitions",
+    "stage_boundaries",
+    "smooth",
+    "plot_transitions",
+]
+
+MIN_POINTS = 5
+KINDS = ("rise", "fall", "stage_boundary")
+
+
+# --------------------------------------------------------------------------- #
+# Result type
+# --------------------------------------------------------------------------- #
+@dataclass(frozen=True)
+class Transition:
+    """One detected transition.
+
+    step, start, end: best location and the window of change, in the units of the
+        input steps (``start <= step <= end``).  For rise/fall the window spans
+        10 %-90 % of the change; for a stage boundary it is the stretch between
+        the end of the previous move and the start of the next one.
+    direction: +1 rise, -1 fall.  For a stage boundary: -1 at a maximum
+        (rise then fall), +1 at a minimum (fall then rise), 0 at a plateau between
+        two moves in the same direction.
+    magnitude: change of the smoothed signal over [start, end], signal units
+        (~0 for a stage boundary).
+    score: signal-to-noise ratio of the change, |Δ| / sd(Δ) under the GP
+        posterior over the whole move (for a boundary: the weaker of the two
+        moves it separates, or of the slope dip).  A z-score, so comparable
+        across runs and signals; events need ``score >= threshold`` (default 5).
+    kind: "rise", "fall" or "stage_boundary".
+    signals: names of the signals that move together in this event; the first
+        one (in the order given) is the lead whose step/direction/magnitude/score
+        are reported.  ``members`` holds the per-signal transitions.
+    value: smoothed lead signal at ``step``.
+    """
+
+    step: float
+    start: float
+    end: float
+    direction: int
+    magnitude: float
+    score: float
+    kind: str
+    signals: tuple[str, ...] = ("value",)
+    value: float = float("nan")
+    members: tuple["Transition", ...] = field(default=(), repr=False)
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["signals"] = list(self.signals)
+        d["members"] = [m.to_dict() for m in self.members]
+        for k in ("step", "start", "end", "magnitude", "score", "value"):
+            d[k] = float(d[k])
+        d["direction"] = int(d["direction"])
+        return d
+
+    def describe(self) -> str:
+        """One line, e.g. ``fall of llc by -19.8 (score 14.2) at step 3.1e+03 [...]``."""
+        what = {"rise": "rise", "fall": "fall", "stage_boundary": "stage boundary"}[self.kind]
+        s = (
+            f"{what} of {self.signals[0]} by {self.magnitude:+.4g} (score {self.score:.1f}) "
+            f"at step {self.step:.4g} [{self.start:.4g}, {self.end:.4g}]"
+        )
+        if len(self.members) > 1:
+            arrows = {1: "up", -1: "down", 0: "flat"}
+            s += " with " + ", ".join(
+                f"{m.signals[0]} {arrows[m.direction]}" for m in self.members[1:]
+            )
+        return s
+
+
+# --------------------------------------------------------------------------- #
+# Input validation
+# --------------------------------------------------------------------------- #
+def _check_1d(name, a, n=None):
+    a = np.asarray(a, dtype=float)
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {a.shape}")
+    if n is not None and a.shape[0] != n:
+        raise ValueError(
+            f"{name} has {a.shape[0]} entries but steps has {n}; pass one value per checkpoint"
+        )
+    if not np.all(np.isfinite(a)):
+        bad = int(np.sum(~np.isfinite(a)))
+        raise ValueError(
+            f"{name} has {bad} NaN/inf entries; drop those checkpoints first, "
+            f"e.g. keep = np.isfinite(values); steps, values = steps[keep], values[keep]"
+        )
+    return a
+
+
+def _check_steps(steps, log_steps):
+    steps = _check_1d("steps", steps)
+    if steps.shape[0] < MIN_POINTS:
+        raise ValueError(
+            f"need at least {MIN_POINTS} checkpoints to detect transitions, got {steps.shape[0]}"
+        )
+    if np.any(np.diff(steps) <= 0):
+        raise ValueError(
+            "steps must be strictly increasing; sort the checkpoints by step and "
+            "average (or drop) repeated evaluations of the same step"
+        )
+    if log_steps and steps[0] <= 0:
+        raise ValueError(
+            "log_steps=True needs positive steps (got step "
+            f"{steps[0]:g}); drop the step-0 checkpoint, shift the steps (steps + 1), "
+            "or pass log_steps=False"
+        )
+    return steps
+
+
+def _normalise_signals(steps, values, stds):
+    n = steps.shape[0]
+    if isinstance(values, Mapping):
+        if len(values) == 0:
+            raise ValueError("values is an empty dict; pass at least one signal")
+        names = [str(k) for k in values]
+        vals = {str(k): _check_1d(f"values[{k!r}]", v, n) for k, v in values.items()}
+        if stds is None:
+            sds = {}
+        elif isinstance(stds, Mapping):
+            unknown = set(map(str, stds)) - set(names)
+            if unknown:
+                raise ValueError(f"stds has signals not in values: {sorted(unknown)}")
+            sds = {str(k): v for k, v in stds.items() if v is not None}
+        else:
+            raise ValueError("values is a dict, so stds must be a dict name -> stds (or None)")
+    else:
+        names = ["value"]
+        vals = {"value": _check_1d("values", values, n)}
+        if isinstance(stds, Mapping):
+            raise ValueError("values is a single array, so stds must be an array (or None)")
+        sds = {} if stds is None else {"value": stds}
+    out = {}
+    for k in names:
+        sd = None
+        if k in sds:
+            sd = _check_1d(f"stds[{k!r}]" if len(names) > 1 else "stds", sds[k], n)
+            if np.any(sd < 0):
+                raise ValueError("stds must be non-negative standard errors")
+        out[k] = (vals[k], sd)
+    return names, out
+
+
+# --------------------------------------------------------------------------- #
+# Gaussian process with derivative posterior
+# --------------------------------------------------------------------------- #
+def _rbf(a, b, ell):
+    r = a[:, None] - b[None, :]
+    return np.exp(-0.5 * (r / ell) ** 2), r
+
+
+def _neg_lml(theta, u, y, v, r2):
+    s2, ell, e2 = np.exp(theta)
+    R = np.exp(-0.5 * r2 / ell**2)
+    K = s2 * R + np.diag(v + e2 + 1e-9)
+    try:
+        c = linalg.cho_factor(K, lower=True, check_finite=False)
+    except linalg.LinAlgError:
+        return 1e25, np.zeros(3)
+    alpha = linalg.cho_solve(c, y, check_finite=False)
+    Kinv = linalg.cho_solve(c, np.eye(len(y)), check_finite=False)
+    nll = 0.5 * y @ alpha + np.sum(np.log(np.diag(c[0]))) + 0.5 * len(y) * np.log(2 * np.pi)
+    W = np.outer(alpha, alpha) - Kinv
+    dK0 = s2 * R
+    g = np.array(
+        [
+            0.5 * np.sum(W * dK0),
+            0.5 * np.sum(W * (dK0 * r2 / ell**2)),
+            0.5 * e2 * np.trace(W),
+        ]
+    )
+    return nll, -g
+
+
+@dataclass
+class _Fit:
+    u: np.ndarray  # grid in [0, 1]
+    mu: np.ndarray  # posterior mean of f (standardised units)
+    Cf: np.ndarray
+    g: np.ndarray  # posterior mean of df/du
+    Cg: np.ndarray
+    scale: float
+    offset: float
+    hyper: tuple
+
+
+def _fit_gp(u, y, sd, grid):
+    """GP regression of standardised y on u in [0,1]; posterior of f and f' on grid."""
+    offset = float(np.mean(y))
+    scale = float(np.std(y))
+    if scale == 0.0:
+        scale = 1.0
+    z = (y - offset) / scale
+    v = np.zeros_like(z) if sd is None else (sd / scale) ** 2
+    r2 = (u[:, None] - u[None, :]) ** 2
+    du = np.diff(u)
+    ell_min = max(0.5 * float(np.median(du)), 2e-3)
+    e2_min = 1e-8 if sd is not None else 1e-6
+    bounds = [(np.log(1e-6), np.log(1e2)), (np.log(ell_min), np.log(2.0)), (np.log(e2_min), np.log(10.0))]
+    e0 = 0.01 if sd is not None else 0.2
+    best = None
+    for ell0 in (0.03, 0.1, 0.4):
+        x0 = np.array([0.0, np.log(max(ell0, ell_min * 1.01)), np.log(e0)])
+        res = optimize.minimize(
+            _neg_lml, x0, args=(u, z, v, r2), jac=True, method="L-BFGS-B", bounds=bounds
+        )
+        if best is None or res.fun < best.fun:
+            best = res
+    s2, ell, e2 = np.exp(best.x)
+    K = s2 * np.exp(-0.5 * r2 / ell**2) + np.diag(v + e2 + 1e-9)
+    c = linalg.cho_factor(K, lower=True, check_finite=False)
+    alpha = linalg.cho_solve(c, z, check_finite=False)
+    R, r = _rbf(grid, u, ell)
+    Ks = s2 * R
+    Kd = -(r / ell**2) * Ks
+    Rgg, rgg = _rbf(grid, grid, ell)
+    Vf = linalg.solve_triangular(c[0], Ks.T, lower=True, check_finite=False)
+    Vg = linalg.solve_triangular(c[0], Kd.T, lower=True, check_finite=False)
+    Cf = s2 * Rgg - Vf.T @ Vf
+    Cg = s2 * Rgg * (1.0 / ell**2 - rgg**2 / ell**4) - Vg.T @ Vg
+    return _Fit(grid, Ks @ alpha, Cf, Kd @ alpha, Cg, scale, offset, (s2, ell, e2))
+
+
+# --------------------------------------------------------------------------- #
+# Segmentation of the posterior slope
+# --------------------------------------------------------------------------- #
+def _local_max_abs(m):
+    a = np.abs(m)
+    G = len(a)
+    idx = []
+    for i in range(G):
+        left = a[i - 1] if i > 0 else -np.inf
+        right = a[i + 1] if i < G - 1 else -np.inf
+        if a[i] > 0 and a[i] > left and a[i] >= right:
+            idx.append(i)
+    return idx
+
+
+class _Segmenter:
+    def __init__(self, fit, threshold, dip_ratio, min_fraction):
+        self.f = fit
+        self.thr = threshold
+        self.dip_ratio = dip_ratio
+        self.sdf = np.sqrt(np.clip(np.diag(fit.Cf), 1e-300, None))
+        self.sdg = np.sqrt(np.clip(np.diag(fit.Cg), 1e-300, None))
+        self.min_delta = min_fraction * float(np.ptp(fit.mu))
+        self.G = len(fit.u)
+
+    def split(self, pa, pb):
+        m, mu = self.f.g, self.f.mu
+        sa, sb = np.sign(m[pa]), np.sign(m[pb])
+        seg = slice(pa, pb + 1)
+        if sa == sb:
+            return pa + int(np.argmin(sa * m[seg]))
+        return pa + int(np.argmax(sa * mu[seg]))
+
+    def delta_z(self, a, b):
+        Cf = self.f.Cf
+        d = self.f.mu[b] - self.f.mu[a]
+        var = Cf[a, a] + Cf[b, b] - 2 * Cf[a, b]
+        return d, d / np.sqrt(max(var, 1e-300))
+
+    def dip_z(self, p, s):
+        Cg, m = self.f.Cg, self.f.g
+        sign = np.sign(m[p])
+        var = Cg[p, p] + Cg[s, s] - 2 * Cg[p, s]
+        return sign * (m[p] - m[s]) / np.sqrt(max(var, 1e-300))
+
+    def run(self):
+        m = self.f.g
+        peaks = _local_max_abs(m)
+        if not peaks:
+            return [], [0, self.G - 1], [], []
+        while True:
+            K = len(peaks)
+            bounds = [0] + [self.split(peaks[i], peaks[i + 1]) for i in range(K - 1)] + [self.G - 1]
+            zs = []
+            for i in range(K):
+                d, z = self.delta_z(bounds[i], bounds[i + 1])
+                z = z * np.sign(m[peaks[i]])  # signed: a piece that nets against its slope is weak
+                if abs(d) < self.min_delta:
+                    z = min(z, 0.0)
+                zs.append(z)
+            if K == 1:
+                break
+            strength = []
+            for i in range(K - 1):
+                st = min(zs[i], zs[i + 1])
+                pa, pb, s = peaks[i], peaks[i + 1], bounds[i + 1]
+                if np.sign(m[pa]) == np.sign(m[pb]):
+                    sign = np.sign(m[pa])
+                    if sign * m[s] > self.dip_ratio * min(abs(m[pa]), abs(m[pb])):
+                        st = min(st, 0.0)
+                    st = min(st, self.dip_z(pa, s), self.dip_z(pb, s))
+                strength.append(st)
+            j = int(np.argmin(strength))
+            if strength[j] >= self.thr:
+                break
+            drop = j + 1 if abs(m[peaks[j]]) >= abs(m[peaks[j + 1]]) else j
+            del peaks[drop]
+        return peaks, bounds, zs, (strength if K > 1 else [])
+
+
+def _progress_point(u, mu, a, b, frac, forward_from=None, backward_from=None):
+    """Interpolated u where the curve on [a, b] has done `frac` of its change."""
+    d = mu[b] - mu[a]
+    p = (mu - mu[a]) / d
+    if backward_from is None:
+        lo = a if forward_from is None else forward_from
+        for i in range(lo, b):
+            if p[i] < frac <= p[i + 1]:
+                t = (frac - p[i]) / (p[i + 1] - p[i])
+                return u[i] + t * (u[i + 1] - u[i]), i
+            if p[i] >= frac:
+                return u[i], i
+        return u[b], b
+    for i in range(backward_from, a, -1):
+        if p[i] > frac >= p[i - 1]:
+            t = (p[i] - frac) / (p[i] - p[i - 1])
+            return u[i] - t * (u[i] - u[i - 1]), i - 1
+    return u[a], a
+
+
+def _analyse_signal(steps, values, sd, name, *, log_steps, threshold, dip_ratio,
+                    min_fraction, min_magnitude, grid_size):
+    x = np.log(steps) if log_steps else steps.astype(float)
+    x0, x1 = float(x[0]), float(x[-1])
+    u = (x - x0) / (x1 - x0)
+    grid = np.linspace(0.0, 1.0, grid_size)
+    to_step = (lambda q: float(np.exp(x0 + q * (x1 - x0)))) if log_steps else (
+        lambda q: float(x0 + q * (x1 - x0)))
+    if np.ptp(values) == 0.0:  # constant signal
+        return [], []
+    fit = _fit_gp(u, values, sd, grid)
+    seg = _Segmenter(fit, threshold, dip_ratio, min_fraction)
+    peaks, bounds, zs, strength = seg.run()
+    mu = fit.mu
+    val = lambda q: float(np.interp(q, grid, mu) * fit.scale + fit.offset)  # noqa: E731
+    events = []
+    for i, p in enumerate(peaks):
+        a, b = bounds[i], bounds[i + 1]
+        d = mu[b] - mu[a]
+        z = zs[i]
+        if z < threshold or abs(d) * fit.scale < min_magnitude or d == 0:
+            events.append(None)
+            continue
+        us, i_s = _progress_point(grid, mu, a, b, 0.5)
+        ustart, _ = _progress_point(grid, mu, a, b, 0.1, backward_from=i_s)
+        uend, _ = _progress_point(grid, mu, a, b, 0.9, forward_from=i_s)
+        events.append(
+            Transition(
+                step=to_step(us), start=to_step(ustart), end=to_step(uend),
+                direction=int(np.sign(d)), magnitude=float(d * fit.scale), score=float(z),
+                kind="rise" if d > 0 else "fall", signals=(name,), value=val(us),
+            )
+        )
+    boundaries = []
+    for i in range(len(peaks) - 1):
+        ea, eb = events[i], events[i + 1]
+        if ea is None or eb is None:
+            continue
+        s = bounds[i + 1]
+        ua = np.log(ea.end) if log_steps else ea.end
+        ub = np.log(eb.start) if log_steps else eb.start
+        ua, ub = (ua - x0) / (x1 - x0), (ub - x0) / (x1 - x0)
+        if ea.direction != eb.direction:
+            direction = -1 if ea.direction > 0 else 1
+            ub_ = grid[s]
+        else:
+            direction = 0
+            ub_ = 0.5 * (ua + ub) if ua <= ub else grid[s]
+        lo, hi = min(ua, ub_, ub), max(ua, ub_, ub)
+        boundaries.append(
+            Transition(
+                step=to_step(ub_), start=to_step(lo), end=to_step(hi), direction=direction,
+                magnitude=val(hi) - val(lo), score=float(strength[i]), kind="stage_boundary",
+                signals=(name,), value=val(ub_),
+            )
+        )
+    return [e for e in events if e is not None], boundaries
+
+
+# --------------------------------------------------------------------------- #
+# Grouping across signals
+# --------------------------------------------------------------------------- #
+def _group(per_signal, names, log_steps, group_tol, span):
+    """Greedy grouping of per-signal transitions whose windows overlap."""
+    tr = (np.log if log_steps else (lambda q: q))
+    order = {n: i for i, n in enumerate(names)}
+    items = sorted(
+        (t for ts in per_signal.values() for t in ts),
+        key=lambda t: (-t.score),
+    )
+    groups: list[list[Transition]] = []
+    tol = group_tol * span
+
+    def overlap(t, grp):
+        best = -np.inf
+        for o in grp:
+            lo = max(tr(t.start), tr(o.start)) - tol
+            hi = min(tr(t.end), tr(o.end))
+            best = max(best, hi - lo, tol - abs(tr(t.step) - tr(o.step)))
+        return best
+
+    for t in items:
+        cands = [
+            (overlap(t, g), k)
+            for k, g in enumerate(groups)
+            if t.signals[0] not in {o.signals[0] for o in g}
+            and (t.kind == "stage_boundary") == (g[0].kind == "stage_boundary")
+        ]
+        cands = [c for c in cands if c[0] >= 0]
+        if cands:
+            groups[max(cands)[1]].append(t)
+        else:
+            groups.append([t])
+    out = []
+    for g in groups:
+        g.sort(key=lambda t: order[t.signals[0]])
+        lead = g[0]
+        out.append(
+            Transition(
+                step=lead.step, start=min(t.start for t in g), end=max(t.end for t in g),
+                direction=lead.direction, magnitude=lead.magnitude, score=lead.score,
+                kind=lead.kind, signals=tuple(t.signals[0] for t in g), value=lead.value,
+                members=tuple(g),
+            )
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- #
+# Public API
+# --------------------------------------------------------------------------- #
+def detect_transitions(
+    steps,
+    values,
+    *,
+    stds=None,
+    log_steps: bool = True,
+    threshold: float = 5.0,
+    boundaries: bool = True,
+    dip_ratio: float = 0.5,
+    min_fraction: float = 0.05,
+    min_magnitude: float = 0.0,
+    group_tol: float = 0.05,
+    grid_size: int = 256,
+) -> list[Transition]:
+    """Find rises, falls and stage boundaries in one or several aligned trajectories.
+
+    Parameters
+    ----------
+    steps: checkpoint steps, strictly increasing (positive when ``log_steps``).
+        Uneven spacing is fine.
+    values: 1-D array, or dict name -> 1-D array of aligned signals (e.g.
+        ``{"llc": ..., "test_loss": ...}``; the first is the lead signal).
+        Losses usually behave better as log(loss).
+    stds: per-checkpoint standard errors (array, or dict name -> array for
+        some of the signals).  Used as known heteroscedastic noise, on top of
+        a fitted white-noise term.
+    log_steps: smooth against log(step) (default; training dynamics are
+        multiplicative in time) or against step.
+    threshold: minimal score (|Δ|/sd(Δ), a z-score) of a move, and of the
+        slope dip that separates two moves the same way.
+    boundaries: also return stage boundaries between consecutive moves.
+    dip_ratio: two moves the same way are split only where the slope falls
+        below ``dip_ratio`` x the smaller of their peak slopes.
+    min_fraction: ignore moves smaller than this fraction of the smoothed
+        signal's total range (guards noise-free signals); ``min_magnitude``
+        is the same in absolute units.
+    group_tol: windows closer than this fraction of the (log-)step range count
+        as overlapping when grouping signals.
+    grid_size: points of the evaluation grid across the step range.
+
+    Returns
+    -------
+    List of :class:`Transition`, sorted by step.  With several signals,
+    transitions whose windows overlap are merged into one (``signals`` lists
+    who moved, ``members`` the per-signal transitions).
+    """
+    steps = _check_steps(steps, log_steps)
+    names, sig = _normalise_signals(steps, values, stds)
+    if threshold <= 0:
+        raise ValueError("threshold must be positive")
+    per_signal = {}
+    for name in names:
+        v, sd = sig[name]
+        ev, bd = _analyse_signal(
+            steps, v, sd, name, log_steps=log_steps, threshold=threshold, dip_ratio=dip_ratio,
+            min_fraction=min_fraction, min_magnitude=min_magnitude, grid_size=grid_size,
+        )
+        per_signal[name] = ev + (bd if boundaries else [])
+    if len(names) == 1:
+        out = per_signal[names[0]]
+    else:
+        x = np.log(steps) if log_steps else steps
+        out = _group(per_signal, names, log_steps, group_tol, float(x[-1] - x[0]))
+    return sorted(out, key=lambda t: (t.step, t.kind))
+
+
+def stage_boundaries(steps, values, stds=None, *, log_steps: bool = True, threshold: float = 5.0,
+                     **kwargs) -> list[Transition]:
+    """Stage boundaries à la Hoogland et al. (arXiv 2402.02364).
+
+    GP regression of ``values`` (e.g. the LLC) against log step; boundaries are
+    the critical points of the posterior mean between two significant moves:
+    where dλ̂/dlog t crosses zero (peak/trough) or dips significantly to a
+    plateau between two moves the same way.  Same parameters as
+    :func:`detect_transitions`; ``values`` must be a single 1-D signal.
+    """
+    if isinstance(values, Mapping):
+        raise ValueError("stage_boundaries takes one signal; call it once per signal")
+    out = detect_transitions(steps, values, stds=stds, log_steps=log_steps, threshold=threshold,
+                             boundaries=True, **kwargs)
+    return [t for t in out if t.kind == "stage_boundary"]
+
+
+def smooth(steps, values, stds=None, *, log_steps: bool = True, num: int = 256) -> dict:
+    """GP-smoothed curve used by the detector, for plotting.
+
+    Returns a dict of arrays: ``step`` (grid, log- or linearly spaced), ``mean``
+    and ``sd`` of the smoothed signal, ``slope`` and ``slope_sd`` of
+    d value / d log step (or / d step when ``log_steps=False``).
+    """
+    steps = _check_steps(steps, log_steps)
+    _, sig = _normalise_signals(steps, values, stds)
+    v, sd = sig["value"]
+    x = np.log(steps) if log_steps else steps
+    span = float(x[-1] - x[0])
+    u = (x - x[0]) / span
+    grid = np.linspace(0.0, 1.0, num)
+    fit = _fit_gp(u, v, sd, grid)
+    xg = x[0] + grid * span
+    return {
+        "step": np.exp(xg) if log_steps else xg,
+        "mean": fit.mu * fit.scale + fit.offset,
+        "sd": np.sqrt(np.clip(np.diag(fit.Cf), 0, None)) * fit.scale,
+        "slope": fit.g * fit.scale / span,
+        "slope_sd": np.sqrt(np.clip(np.diag(fit.Cg), 0, None)) * fit.scale / span,
+    }
+
+
+_COLORS = {"rise": "tab:green", "fall": "tab:red", "stage_boundary": "tab:gray"}
+
+
+def plot_transitions(ax, transitions: Sequence[Transition], *, kinds=None, colors=None,
+                     alpha: float = 0.15, label: bool = True, signals=None):
+    """Draw transitions onto an existing matplotlib Axes (x axis = step).
+
+    Shades each [start, end] window and draws a dashed line at ``step``; rises
+    green, falls red, stage boundaries grey (override with ``colors``, a dict
+    kind -> colour).  ``kinds`` / ``signals`` filter what is drawn (a
+    transition is drawn if any of its signals is in ``signals``).  With
+    ``label`` a short tag (↑/↓/|) is written at the top of the axes.
+    Returns the list of artists.
+    """
+    cols = dict(_COLORS, **(colors or {}))
+    artists = []
+    trans = ax.get_xaxis_transform()
+    for t in transitions:
+        if kinds is not None and t.kind not in kinds:
+            continue
+        if signals is not None and not set(t.signals) & set(signals):
+            continue
+        c = cols[t.kind]
+        if t.end > t.start:
+            artists.append(ax.axvspan(t.start, t.end, color=c, alpha=alpha, lw=0))
+        artists.append(ax.axvline(t.step, color=c, ls="--" if t.kind != "stage_boundary" else ":",
+                                  lw=1.2))
+        if label:
+            tag = {"rise": "↑", "fall": "↓", "stage_boundary": "|"}[t.kind]
+            if len(t.signals) > 1:
+                tag += "+" + str(len(t.signals) - 1)
+            artists.append(ax.text(t.step, 0.98, tag, transform=trans, ha="center", va="top",
+                                   color=c, fontsize=9))
+    return artists
