@@ -251,7 +251,7 @@ def _safetensors_bytes(flat: Mapping[str, np.ndarray], metadata: Mapping[str, st
         header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
     chunks, offset = [], 0
     for key in sorted(flat):
-        arr = np.ascontiguousarray(flat[key])
+        arr = np.asarray(flat[key], order="C")
         name = _ST_NAMES.get(arr.dtype.name)
         if name is None:
             raise CheckpointError(f"safetensors cannot store dtype {arr.dtype} (key {key!r})")
