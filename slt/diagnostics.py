@@ -19,14 +19,14 @@ class SLTWarning(UserWarning):
 
 
 ACCEPTANCE_TARGET = 0.9
-ACCEPTANCE_LOW = 0.5
+ACCEPTANCE_LOW = 0.7
 RHAT_HIGH = 1.1
 
 
 def ess(trace: np.ndarray) -> float:
     """Effective sample size of a [chains, draws] trace (numpyro)."""
     trace = np.asarray(trace, dtype=np.float64)
-    if trace.ndim != 2 or trace.shape[1] < 4 or not np.all(np.isfinite(trace)):
+    if trace.ndim != 2 or trace.size == 0 or trace.shape[1] < 4 or not np.all(np.isfinite(trace)):
         return float("nan")
     if np.ptp(trace) == 0:
         return float(trace.size)
@@ -36,7 +36,7 @@ def ess(trace: np.ndarray) -> float:
 def rhat(trace: np.ndarray) -> float:
     """Split R-hat of a [chains, draws] trace (numpyro)."""
     trace = np.asarray(trace, dtype=np.float64)
-    if trace.ndim != 2 or trace.shape[1] < 4 or not np.all(np.isfinite(trace)) or np.ptp(trace) == 0:
+    if trace.ndim != 2 or trace.size == 0 or trace.shape[1] < 4 or not np.all(np.isfinite(trace)) or np.ptp(trace) == 0:
         return float("nan")
     return float(split_gelman_rubin(trace))
 

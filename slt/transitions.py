@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Mapping, Sequence
 
 import numpy as np
-from scipy import linalg, optimize
+from scipy import linalg, ndimage, optimize
 
 __all__ = [
     "Transition",
@@ -192,10 +192,37 @@ def _rbf(a, b, ell):
     return np.exp(-0.5 * (r / ell) ** 2), r
 
 
-def _neg_lml(theta, u, y, v, r2):
-    s2, ell, e2 = np.exp(theta)
+NOISE_MODEL = "profile"
+
+
+def _noise_profile(y):
+    """Per-point noise variance: residuals from a 5-point running median (which
+    follows jumps and ramps), squared; 80 %-trimmed mean over a window of
+    max(15, n/6) neighbours; never below half the global level (an
+    underestimate would let the GP chase noise).  Calibrated so that white
+    noise of variance s^2 gives ~s^2."""
+    n = len(y)
+    r2 = (y - ndimage.median_filter(y, size=5, mode="nearest")) ** 2
+
+    def tmean(a):
+        a = np.sort(a)
+        return float(np.mean(a[: max(1, int(0.8 * len(a)))])) / 0.2953
+
+    glob = max(tmean(r2), 1e-12)
+    if NOISE_MODEL == "homo":
+        return np.full(n, glob)
+    w = min(n, max(15, n // 6))
+    lo = np.clip(np.arange(n) - w // 2, 0, n - w)
+    prof = np.array([tmean(r2[i: i + w]) for i in lo])
+    return np.maximum(prof, 0.5 * glob)
+
+
+def _neg_lml(theta, y, v0, r2, mode):
+    """-log marginal likelihood and gradient; noise = v0 + e (mode 'add') or c * v0."""
+    s2, ell, e = np.exp(theta)
     R = np.exp(-0.5 * r2 / ell**2)
-    K = s2 * R + np.diag(v + e2 + 1e-9)
+    noise = v0 + e if mode == "add" else e * v0
+    K = s2 * R + np.diag(noise + 1e-9)
     try:
         c = linalg.cho_factor(K, lower=True, check_finite=False)
     except linalg.LinAlgError:
@@ -205,11 +232,12 @@ def _neg_lml(theta, u, y, v, r2):
     nll = 0.5 * y @ alpha + np.sum(np.log(np.diag(c[0]))) + 0.5 * len(y) * np.log(2 * np.pi)
     W = np.outer(alpha, alpha) - Kinv
     dK0 = s2 * R
+    dnoise = e * np.ones_like(v0) if mode == "add" else e * v0
     g = np.array(
         [
             0.5 * np.sum(W * dK0),
             0.5 * np.sum(W * (dK0 * r2 / ell**2)),
-            0.5 * e2 * np.trace(W),
+            0.5 * np.sum(np.diag(W) * dnoise),
         ]
     )
     return nll, -g
@@ -234,23 +262,26 @@ def _fit_gp(u, y, sd, grid):
     if scale == 0.0:
         scale = 1.0
     z = (y - offset) / scale
-    v = np.zeros_like(z) if sd is None else (sd / scale) ** 2
     r2 = (u[:, None] - u[None, :]) ** 2
-    du = np.diff(u)
-    ell_min = max(0.5 * float(np.median(du)), 2e-3)
-    e2_min = 1e-8 if sd is not None else 1e-6
-    bounds = [(np.log(1e-6), np.log(1e2)), (np.log(ell_min), np.log(2.0)), (np.log(e2_min), np.log(10.0))]
-    e0 = 0.01 if sd is not None else 0.2
+    ell_min = max(1.5 * float(np.median(np.diff(u))), 2e-3)
+    if sd is not None:  # known standard errors + a fitted extra white noise
+        mode, v0 = "add", (sd / scale) ** 2
+        ebounds, e0 = (np.log(1e-8), np.log(10.0)), 1e-2
+    else:  # noise profile from pseudo-residuals, times a fitted factor
+        mode, v0 = "mul", _noise_profile(z)
+        ebounds, e0 = (np.log(0.3), np.log(10.0)), 1.0
+    bounds = [(np.log(1e-6), np.log(1e2)), (np.log(ell_min), np.log(2.0)), ebounds]
     best = None
     for ell0 in (0.03, 0.1, 0.4):
         x0 = np.array([0.0, np.log(max(ell0, ell_min * 1.01)), np.log(e0)])
         res = optimize.minimize(
-            _neg_lml, x0, args=(u, z, v, r2), jac=True, method="L-BFGS-B", bounds=bounds
+            _neg_lml, x0, args=(z, v0, r2, mode), jac=True, method="L-BFGS-B", bounds=bounds
         )
         if best is None or res.fun < best.fun:
             best = res
-    s2, ell, e2 = np.exp(best.x)
-    K = s2 * np.exp(-0.5 * r2 / ell**2) + np.diag(v + e2 + 1e-9)
+    s2, ell, e = np.exp(best.x)
+    noise = v0 + e if mode == "add" else e * v0
+    K = s2 * np.exp(-0.5 * r2 / ell**2) + np.diag(noise + 1e-9)
     c = linalg.cho_factor(K, lower=True, check_finite=False)
     alpha = linalg.cho_solve(c, z, check_finite=False)
     R, r = _rbf(grid, u, ell)
@@ -261,7 +292,7 @@ def _fit_gp(u, y, sd, grid):
     Vg = linalg.solve_triangular(c[0], Kd.T, lower=True, check_finite=False)
     Cf = s2 * Rgg - Vf.T @ Vf
     Cg = s2 * Rgg * (1.0 / ell**2 - rgg**2 / ell**4) - Vg.T @ Vg
-    return _Fit(grid, Ks @ alpha, Cf, Kd @ alpha, Cg, scale, offset, (s2, ell, e2))
+    return _Fit(grid, Ks @ alpha, Cf, Kd @ alpha, Cg, scale, offset, (s2, ell, e))
 
 
 # --------------------------------------------------------------------------- #
@@ -309,7 +340,15 @@ class _Segmenter:
         var = Cg[p, p] + Cg[s, s] - 2 * Cg[p, s]
         return sign * (m[p] - m[s]) / np.sqrt(max(var, 1e-300))
 
+    def ends(self, a, p, b):
+        """Where the move through slope peak p starts and stops inside [a, b]:
+        the extremes of the smoothed curve on either side of p (so a small
+        counter-move merged into the piece does not eat into the change)."""
+        mu, sign = self.f.mu, np.sign(self.f.g[p])
+        return a + int(np.argmin(sign * mu[a: p + 1])), p + int(np.argmax(sign * mu[p: b + 1]))
+
     def run(self):
+        """Greedy merging; returns (peaks, bounds, moves [(a', b', delta, z)], split strengths)."""
         m = self.f.g
         peaks = _local_max_abs(m)
         if not peaks:
@@ -317,15 +356,15 @@ class _Segmenter:
         while True:
             K = len(peaks)
             bounds = [0] + [self.split(peaks[i], peaks[i + 1]) for i in range(K - 1)] + [self.G - 1]
-            zs = []
+            moves = []
             for i in range(K):
-                d, z = self.delta_z(bounds[i], bounds[i + 1])
-                z = z * np.sign(m[peaks[i]])  # signed: a piece that nets against its slope is weak
-                if abs(d) < self.min_delta:
+                a, b = self.ends(bounds[i], peaks[i], bounds[i + 1])
+                d, z = self.delta_z(a, b)
+                z = z * np.sign(m[peaks[i]])
+                if abs(d) < self.min_delta or a == b:
                     z = min(z, 0.0)
-                zs.append(z)
-            if K == 1:
-                break
+                moves.append((a, b, d, z))
+            zs = [mv[3] for mv in moves]
             strength = []
             for i in range(K - 1):
                 st = min(zs[i], zs[i + 1])
@@ -336,12 +375,14 @@ class _Segmenter:
                         st = min(st, 0.0)
                     st = min(st, self.dip_z(pa, s), self.dip_z(pb, s))
                 strength.append(st)
+            if K == 1:
+                break
             j = int(np.argmin(strength))
             if strength[j] >= self.thr:
                 break
             drop = j + 1 if abs(m[peaks[j]]) >= abs(m[peaks[j + 1]]) else j
             del peaks[drop]
-        return peaks, bounds, zs, (strength if K > 1 else [])
+        return peaks, bounds, moves, strength
 
 
 def _progress_point(u, mu, a, b, frac, forward_from=None, backward_from=None):
@@ -376,14 +417,11 @@ def _analyse_signal(steps, values, sd, name, *, log_steps, threshold, dip_ratio,
         return [], []
     fit = _fit_gp(u, values, sd, grid)
     seg = _Segmenter(fit, threshold, dip_ratio, min_fraction)
-    peaks, bounds, zs, strength = seg.run()
+    peaks, bounds, moves, strength = seg.run()
     mu = fit.mu
     val = lambda q: float(np.interp(q, grid, mu) * fit.scale + fit.offset)  # noqa: E731
     events = []
-    for i, p in enumerate(peaks):
-        a, b = bounds[i], bounds[i + 1]
-        d = mu[b] - mu[a]
-        z = zs[i]
+    for a, b, d, z in moves:
         if z < threshold or abs(d) * fit.scale < min_magnitude or d == 0:
             events.append(None)
             continue

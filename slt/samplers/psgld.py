@@ -11,6 +11,11 @@ from being ~10× too large while V warms up.
 Options: ``rmsprop_decay`` (α, default 0.99), ``rmsprop_eps`` (λ, default 0.1).
 λ caps the preconditioner at G ≤ 1/λ: at a minimum ∇U ≈ 0, so a tiny λ
 (the optimiser default 1e-8) makes the first steps explode.
+``adapt_steps`` (default None: adapt throughout, as Li et al. and devinterp)
+freezes G after that many steps. A G that keeps tracking the position
+without the Γ term biases the chain (measured: λ̂ +14% on K = w1²w2² at
+t = 100); a frozen G makes it exact preconditioned SGLD. Set it to the
+burn-in length.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from slt.samplers.base import StepInfo
 
 LANGEVIN_PROPOSAL = True
 FULL_BATCH_ONLY = False
-DEFAULTS = {"rmsprop_decay": 0.99, "rmsprop_eps": 0.1}
+DEFAULTS = {"rmsprop_decay": 0.99, "rmsprop_eps": 0.1, "adapt_steps": None}
 
 
 class PSGLDState(NamedTuple):
@@ -55,12 +60,14 @@ def preconditioner(state: PSGLDState, options):
 
 def build_kernel(target, **options):
     opts = _options(options)
-    decay = opts["rmsprop_decay"]
+    decay, adapt_steps = opts["rmsprop_decay"], opts["adapt_steps"]
 
     def kernel(rng_key, state: PSGLDState, batch, hp):
         (energy, loss), grad = target.value_and_grad(state.position, batch, hp)
-        square_avg = jax.tree.map(lambda v, g: decay * v + (1 - decay) * g * g, state.square_avg, grad)
-        new_state = PSGLDState(state.position, square_avg, state.count + 1)
+        adapting = True if adapt_steps is None else state.count < adapt_steps
+        rate = jnp.where(adapting, 1 - decay, 0.0)
+        square_avg = jax.tree.map(lambda v, g: v + rate * (g * g - v), state.square_avg, grad)
+        new_state = PSGLDState(state.position, square_avg, state.count + jnp.where(adapting, 1, 0))
         g_inv = preconditioner(new_state, opts)
         leaves, treedef = jax.tree.flatten(state.position)
         keys = jax.tree.unflatten(treedef, list(jax.random.split(rng_key, len(leaves))))

@@ -1,0 +1,685 @@
+"""Bayes free energy by thermodynamic integration (TI) and WBIC.
+
+    F_n = -log ∫ exp(-n·L_n(w)) φ(w) dw
+
+with ``L_n`` the mean **negative log-likelihood** per example and φ a
+normalised prior. Free energies are statements about a likelihood: with an
+arbitrary loss they are only defined up to the choice of temperature and an
+additive constant. For a Gaussian-noise regression with MSE loss,
+NLL = MSE/(2σ²) + log(2πσ²)/2 per example (per output dimension), so
+``F[NLL] = F at nβ·MSE rescaled by 1/(2σ²) + n·log(2πσ²)/2``: passing MSE
+directly is the free energy at σ² = 1/2 minus n·log(π)/2.
+
+- **Thermodynamic integration** (Ogata 1989; Friel & Pettitt 2008, "Marginal
+  likelihood estimation via power posteriors", JRSS-B 70:589): with
+  p_β(w) ∝ exp(-nβ·L_n(w)) φ(w), d/dβ log Z(β) = -E_β[nL_n] and Z(0) = 1, so
+
+      F_n = ∫₀¹ E_β[nL_n] dβ.
+
+  Here it is computed as ``F = c + ∫₀¹ (E_β[nL_n] - c) dβ`` with the
+  constant c = E_1[nL_n] taken out exactly, and the rest integrated in
+  s = log β, where the integrand β·(E_β[nL_n] - c) ≈ λ·(1 - β) near β = 1 is
+  smooth, bounded, and → 0 exponentially as β → 0 (β·(E_β - nL_n(params)) is
+  the LLC estimate at temperature t = nβ: smooth, bounded, flat where the
+  posterior is regular and → 0 exponentially as β → 0. The ladder is
+  geometric (uniform in s) from β_min = nbeta_min/n to 1, dense near β = 0
+  where E_β changes fastest; the integral is Simpson's rule in s, the piece
+  [0, β_min] is β_min·E_{β_min} + β_min²·Var_{β_min}(nL)/2 (first-order Taylor,
+  E_β' = -Var_β). The discretisation error is |S_h - S_2h|/15 (Richardson:
+  Simpson on every other node) plus the Taylor term; the sampling error
+  propagates the per-β Monte Carlo standard errors (ESS-based) through the
+  quadrature weights. All β × chains run as one compiled program.
+- **WBIC** (Watanabe 2013, JMLR 14:867): E_β[nL_n] at β = 1/log n. Same
+  asymptotics as F_n (nL_n(w0) + λ log n + O_p(√log n)) but it differs from
+  F_n at finite n (REFERENCE §7: by -α‖w0‖²/2 in the Gaussian linear model).
+
+With ``log_prior=None`` the prior is the normalised localization Gaussian
+N(params, I/γ) (γ = ``localization``): the *local* free energy of the
+neighbourhood of ``params``. With a ``log_prior``, its normalising constant
+does not matter (TI computes log Z(1)/Z(0)); it must be proper.
+
+β = 0: the posterior is the prior, which is never sampled directly; the
+smallest rung β_min (nβ_min = 1e-3 by default) is close enough to it, with
+the Taylor correction above. With the Gaussian localization prior every
+chain starts from a draw of N(params, 1/P_β) with P_β = nβ·h + γ (h the mean
+Hessian eigenvalue of L_n at params, Hutchinson's estimator), so prior-like
+rungs start in equilibrium.
+
+Step sizes: ``step_size`` is ε at the LLC temperature nβ = n/log n (a value
+tuned for :func:`slt.estimate_llc` transfers). Rung β gets
+ε_β = ε·(h·n/log n + h₀)/(h·nβ + h₀) (h₀ the prior curvature, capped at
+1000·ε): in a Gaussian approximation no rung is stiffer than the reference
+relative to its step, and wide small-β posteriors mix as fast as the
+reference one.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import weakref
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from slt import diagnostics as diag
+from slt import validation as check
+from slt.llc import _jsonable, default_nbeta, validate_llc_inputs
+from slt.losses import full_data_loss
+from slt.posterior import Hyperparameters
+from slt.samplers.base import get_sampler
+from slt.sampling import RunConfig, run_chains
+
+PyTree = Any
+
+METHODS = ("ti", "wbic")
+RULES = ("simpson", "trapezoid")
+DEFAULT_NUM_BETAS = 33
+DEFAULT_NBETA_MIN = 1e-3
+MAX_STEP_RATIO = 1e3
+CURVATURE_PROBES = 8
+CURVATURE_SUBSET = 4096
+
+
+@dataclass(frozen=True)
+class FreeEnergyConfig:
+    """Everything that determined a free-energy estimate (recorded with the result)."""
+
+    method: str
+    sampler: str
+    step_size: float  # ε at the reference nβ = n/log n (before per-β scaling)
+    reference_nbeta: float
+    localization: float
+    num_chains: int  # per β
+    num_draws: int
+    num_burnin: int
+    batch_size: int
+    num_examples: int
+    seed: int
+    num_betas: int
+    nbeta_min: float
+    rule: str
+    step_scaling: str
+    sampler_options: tuple[tuple[str, Any], ...] = ()
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["sampler_options"] = dict(self.sampler_options)
+        return out
+
+
+@dataclass
+class FreeEnergyResult:
+    """A free-energy estimate F_n (nats) with everything that produced it.
+
+    ``expectations[k]`` is E_β[nL_n] at ``betas[k]`` (minibatch n·L_B is an
+    unbiased estimate of it) with Monte Carlo standard error
+    ``expectation_stderr[k]``. ``stderr`` = √(sampling² + discretisation²).
+    """
+
+    value: float
+    stderr: float
+    method: str
+    betas: np.ndarray
+    expectations: np.ndarray
+    expectation_stderr: np.ndarray
+    prior: dict
+    num_examples: int
+    init_loss: float  # L_n(params), full data
+    sampling_stderr: float
+    discretisation_error: float
+    step_sizes: np.ndarray  # ε used at each β
+    config: FreeEnergyConfig
+    loss_trace: np.ndarray | None = None  # [betas, chains, draws] minibatch L_B
+    diagnostics: dict = field(default_factory=dict)
+    timing: dict = field(default_factory=dict)
+
+    @property
+    def nbetas(self) -> np.ndarray:
+        """t = nβ of each rung."""
+        return self.num_examples * np.asarray(self.betas)
+
+    @property
+    def llc(self) -> np.ndarray:
+        """β·(E_β[nL_n] - nL_n(params)) = t·(E_t[L_n] - L_n(params)): the LLC estimate at each t = nβ."""
+        return np.asarray(self.betas) * (np.asarray(self.expectations) - self.num_examples * self.init_loss)
+
+    @property
+    def llc_stderr(self) -> np.ndarray:
+        return np.asarray(self.betas) * np.asarray(self.expectation_stderr)
+
+    def to_dict(self, *, traces: bool = False) -> dict:
+        """JSON-serialisable dict (NaN becomes None)."""
+        out = {
+            "value": self.value,
+            "stderr": self.stderr,
+            "method": self.method,
+            "betas": self.betas,
+            "nbetas": self.nbetas,
+            "expectations": self.expectations,
+            "expectation_stderr": self.expectation_stderr,
+            "llc": self.llc,
+            "llc_stderr": self.llc_stderr,
+            "prior": self.prior,
+            "num_examples": self.num_examples,
+            "init_loss": self.init_loss,
+            "sampling_stderr": self.sampling_stderr,
+            "discretisation_error": self.discretisation_error,
+            "step_sizes": self.step_sizes,
+            "config": self.config.to_dict(),
+            "diagnostics": self.diagnostics,
+            "timing": self.timing,
+        }
+        if traces and self.loss_trace is not None:
+            out["loss_trace"] = self.loss_trace
+        return _jsonable(out)
+
+    def summary(self) -> str:
+        c = self.config
+        name = {"ti": "thermodynamic integration", "wbic": "WBIC"}[self.method]
+        lines = [
+            f"F = {self.value:.6g} ± {self.stderr:.2g} nats ({name}; sampling {self.sampling_stderr:.2g}, "
+            f"discretisation {self.discretisation_error:.2g})",
+            f"    nL_n(params) = {self.num_examples * self.init_loss:.6g}, n = {self.num_examples}; prior: {self.prior['description']}",
+            f"    {c.sampler}: ε = {c.step_size:g} at nβ = {c.reference_nbeta:.4g} ({c.step_scaling} scaling), "
+            f"{len(self.betas)} β × {c.num_chains} chains × {c.num_draws} draws (+{c.num_burnin} burn-in), "
+            f"batch {c.batch_size}",
+        ]
+        lines += [f"  !  {w}" for w in self.diagnostics.get("warnings", [])]
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return (f"FreeEnergyResult(value={self.value:.6g}, stderr={self.stderr:.3g}, method={self.method!r}, "
+                f"betas={len(self.betas)}, prior={self.prior['kind']!r})")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Ladder and quadrature (pure numpy)
+
+
+def geometric_ladder(n: int, num_betas: int = DEFAULT_NUM_BETAS, nbeta_min: float = DEFAULT_NBETA_MIN) -> np.ndarray:
+    """β_k = β_min^{1-k/K}, k = 0..K (K = num_betas - 1), β_min = nbeta_min/n: uniform in log β, ends at 1."""
+    beta_min = nbeta_min / n
+    return np.exp(np.linspace(math.log(beta_min), 0.0, num_betas))
+
+
+def _trapezoid_weights(s: np.ndarray) -> np.ndarray:
+    w = np.zeros_like(s)
+    ds = np.diff(s)
+    w[:-1] += ds / 2
+    w[1:] += ds / 2
+    return w
+
+
+def _simpson_weights(s: np.ndarray) -> np.ndarray:
+    h = s[1] - s[0]
+    w = np.full(len(s), 2.0)
+    w[1::2] = 4.0
+    w[0] = w[-1] = 1.0
+    return w * h / 3
+
+
+def _coarse(s: np.ndarray) -> np.ndarray:
+    """Indices of every other node, always keeping the last."""
+    idx = np.arange(0, len(s), 2)
+    return idx if idx[-1] == len(s) - 1 else np.append(idx, len(s) - 1)
+
+
+def quadrature_weights(log_betas: np.ndarray, rule: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """(weights, coarse weights on every other node, order) for ∫ g ds ≈ w·g over the nodes s = log β."""
+    s = np.asarray(log_betas, np.float64)
+    if rule == "simpson":
+        w = _simpson_weights(s)
+        wc = np.zeros_like(s)
+        wc[::2] = _simpson_weights(s[::2])
+        return w, wc, 4
+    w = _trapezoid_weights(s)
+    idx = _coarse(s)
+    wc = np.zeros_like(s)
+    wc[idx] = _trapezoid_weights(s[idx])
+    return w, wc, 2
+
+
+def integrate_ladder(betas, expectations, expectation_stderr, *, baseline: float | None = None,
+                     rule: str = "simpson", tail_variance: float = 0.0) -> dict:
+    """F = c + ∫₀¹ (E_β - c) dβ from E_β on a ladder ending at β = 1.
+
+    c is ``baseline`` (default: E at β = 1, which makes the integrand
+    β·(E_β - c) ≈ λ·(1 - β) smooth and small wherever the posterior is close
+    to regular, whatever the point params). ∫_{β_0}^1 is taken in s = log β
+    by ``rule``; [0, β_0] as β_0·(E_{β_0} - c) + β_0²·``tail_variance``/2.
+    Returns value, sampling_stderr (per-β errors through the effective linear
+    weights), discretisation_error (Richardson |I_h - I_2h|/(2^p - 1) plus the
+    tail's Taylor term) and the weights such that value = weights·E + tail term.
+    """
+    b = np.asarray(betas, np.float64)
+    e = np.asarray(expectations, np.float64)
+    se = np.asarray(expectation_stderr, np.float64)
+    c = float(e[-1]) if baseline is None else float(baseline)
+    w, wc, order = quadrature_weights(np.log(b), rule)
+    g = b * (e - c)
+    tail_correction = b[0] ** 2 * max(float(tail_variance), 0.0) / 2
+    weights = w * b
+    weights[0] += b[0]  # the tail rectangle β_0·(E_{β_0} - c)
+    value = c + float(weights @ (e - c)) + tail_correction
+    if baseline is None:
+        weights[-1] += 1.0 - weights.sum()  # value = Σ weights·E exactly: c = E_K enters linearly
+    sampling = float(np.sqrt(np.sum((weights * se) ** 2)))
+    richardson = abs(float((w - wc) @ g)) / (2**order - 1)
+    return {
+        "value": value,
+        "sampling_stderr": sampling,
+        "discretisation_error": richardson + tail_correction,
+        "richardson_error": richardson,
+        "baseline": c,
+        "tail": float(b[0] * (e[0] - c) + tail_correction),
+        "tail_correction": tail_correction,
+        "weights": weights,
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Curvature (Hutchinson), for step sizes and starting points
+
+_curvature_fns: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _curvature_fn(f):
+    """jit of (params, args, key) -> tr(∇²f)/d estimated with Rademacher probes (Hutchinson 1990)."""
+    try:
+        cached = _curvature_fns.get(f)
+    except TypeError:
+        cached = None
+    if cached is not None:
+        return cached
+
+    def mean_curvature(params, args, key):
+        leaves, treedef = jax.tree.flatten(params)
+        d = sum(x.size for x in leaves)
+        grad = jax.grad(lambda p: f(p, *args))
+
+        def one(k):
+            keys = jax.random.split(k, len(leaves))
+            v = jax.tree.unflatten(
+                treedef, [jax.random.rademacher(kk, x.shape, x.dtype) for kk, x in zip(keys, leaves)]
+            )
+            hv = jax.jvp(grad, (params,), (v,))[1]
+            return sum(jnp.sum(a * b) for a, b in zip(jax.tree.leaves(v), jax.tree.leaves(hv)))
+
+        return jnp.mean(jax.vmap(one)(jax.random.split(key, CURVATURE_PROBES))) / d
+
+    fn = jax.jit(mean_curvature)
+    try:
+        _curvature_fns[f] = fn
+    except TypeError:
+        pass
+    return fn
+
+
+def _loss_curvature(loss_fn, params, data, seed: int) -> float:
+    n = jax.tree.leaves(data)[0].shape[0]
+    if n > CURVATURE_SUBSET:
+        idx = np.random.default_rng(seed).choice(n, CURVATURE_SUBSET, replace=False)
+        data = jax.tree.map(lambda x: jnp.asarray(x)[idx], data)
+    value = float(_curvature_fn(loss_fn)(params, (data,), jax.random.PRNGKey(seed)))
+    return max(value, 0.0) if math.isfinite(value) else 0.0
+
+
+def _prior_curvature(log_prior, params, seed: int) -> float:
+    neg = _negated(log_prior)
+    value = float(_curvature_fn(neg)(params, (), jax.random.PRNGKey(seed)))
+    return max(value, 0.0) if math.isfinite(value) else 0.0
+
+
+_negated_cache: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _negated(log_prior):
+    try:
+        fn = _negated_cache.get(log_prior)
+    except TypeError:
+        return lambda p: -log_prior(p)
+    if fn is None:
+        fn = _negated_cache[log_prior] = lambda p: -log_prior(p)
+    return fn
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Estimation
+
+
+def _validate(loss_fn, params, data, *, method, log_prior, step_size, localization, num_chains, num_draws,
+              num_burnin, batch_size, sampler, betas, num_betas, nbeta_min, rule, step_scaling):
+    check.require(method in METHODS, f"method={method!r} is not known; choose one of {', '.join(METHODS)}")
+    check.require(rule in RULES, f"rule={rule!r} is not known; choose one of {', '.join(RULES)}")
+    check.require(step_scaling in ("curvature", "none"),
+                  f"step_scaling={step_scaling!r} is not known; choose 'curvature' or 'none'")
+    check.require(log_prior is None or callable(log_prior),
+                  f"log_prior must be None or callable as log_prior(params) -> scalar, got {type(log_prior).__name__}")
+    n = check.data_size(data)
+    check.require(n >= 2, f"free energies need n ≥ 2 examples (β = 1/log n), got n={n}")
+    per_beta_steps = None
+    if not np.isscalar(step_size) and not (hasattr(step_size, "shape") and np.shape(step_size) == ()):
+        per_beta_steps = np.asarray(step_size, np.float64)
+        check.require(per_beta_steps.ndim == 1 and np.all(np.isfinite(per_beta_steps)) and np.all(per_beta_steps > 0),
+                      "step_size must be a positive number or a 1-D sequence of positive numbers, one per β")
+        reference_step = float(per_beta_steps[-1])
+    else:
+        reference_step = step_size
+    n, batch, ref_nbeta = validate_llc_inputs(
+        loss_fn, params, data, step_size=reference_step, nbeta=None, localization=localization,
+        num_chains=num_chains, num_draws=num_draws, num_burnin=num_burnin, batch_size=batch_size, sampler=sampler,
+    )
+    if log_prior is None:
+        check.require(float(localization) > 0,
+                      "localization must be > 0 without a log_prior: the prior N(params, I/γ) must be proper")
+    else:
+        try:
+            lp = log_prior(params)
+        except Exception as err:
+            raise check.SLTInputError(f"log_prior(params) failed: {type(err).__name__}: {err}") from err
+        check.require(np.shape(lp) == (), f"log_prior must return a scalar log density, got shape {np.shape(lp)}")
+        check.require(bool(np.isfinite(np.asarray(lp))),
+                      f"log_prior(params) = {float(lp)}; start from a point inside the prior's support")
+
+    if method == "wbic":
+        ladder = np.array([1.0 / math.log(n)])
+        check.require(betas is None, "betas is for method='ti'; WBIC uses β = 1/log n")
+    elif betas is not None:
+        ladder = np.asarray(betas, np.float64)
+        check.require(ladder.ndim == 1 and len(ladder) >= 3, "betas must be a 1-D sequence of at least 3 values")
+        check.require(bool(np.all(np.isfinite(ladder))) and ladder[0] > 0 and bool(np.all(np.diff(ladder) > 0)),
+                      "betas must be finite, > 0 and strictly increasing (β = 0 is handled by the tail term)")
+        check.require(abs(ladder[-1] - 1.0) < 1e-12, f"betas must end at β = 1 (the Bayes posterior), got {ladder[-1]}")
+        if rule == "simpson":
+            s = np.log(ladder)
+            uniform = np.allclose(np.diff(s), s[1] - s[0], rtol=1e-6, atol=0)
+            check.require(uniform and (len(ladder) - 1) % 4 == 0,
+                          "rule='simpson' needs betas uniform in log β with a multiple of 4 intervals; "
+                          "use rule='trapezoid' for other ladders")
+    else:
+        k = check.positive_int("num_betas", num_betas, minimum=3)
+        nbeta_min = check.positive_number("nbeta_min", nbeta_min)
+        check.require(nbeta_min < n, f"nbeta_min={nbeta_min} must be < n={n}")
+        if rule == "simpson":
+            check.require((k - 1) % 4 == 0,
+                          f"rule='simpson' needs num_betas = 4j+1 (Simpson on every other node estimates the "
+                          f"error), got {k}; try {4 * max(1, round((k - 1) / 4)) + 1}")
+        ladder = geometric_ladder(n, k, nbeta_min)
+    if per_beta_steps is not None:
+        check.require(len(per_beta_steps) == len(ladder),
+                      f"step_size has {len(per_beta_steps)} values but there are {len(ladder)} β")
+    return n, batch, ref_nbeta, ladder, per_beta_steps
+
+
+def free_energy(
+    loss_fn: Callable[[PyTree, PyTree], Any],
+    params: PyTree,
+    data: PyTree,
+    *,
+    method: str = "ti",
+    log_prior: Callable[[PyTree], Any] | None = None,
+    step_size: float | Iterable[float],
+    localization: float = 1.0,
+    num_chains: int = 4,
+    num_draws: int = 500,
+    num_burnin: int = 200,
+    batch_size: int | None = None,
+    sampler: str = "sgld",
+    seed: int = 0,
+    betas: Iterable[float] | None = None,
+    num_betas: int = DEFAULT_NUM_BETAS,
+    nbeta_min: float = DEFAULT_NBETA_MIN,
+    rule: str = "simpson",
+    step_scaling: str = "curvature",
+    sampler_options: dict | None = None,
+    acceptance_checks: int = 50,
+    init_loss: float | None = None,
+    keep_traces: bool = True,
+    progress: bool | None = None,
+) -> FreeEnergyResult:
+    """Bayes free energy F_n = -log ∫ exp(-nL_n(w)) φ(w) dw in nats.
+
+    ``method="ti"``: thermodynamic integration F_n = ∫₀¹ E_β[nL_n] dβ over a
+    geometric β ladder (Friel & Pettitt 2008), Simpson's rule in log β, error =
+    sampling ⊕ discretisation (module docstring). ``method="wbic"``:
+    E_β[nL_n] at β = 1/log n (Watanabe 2013), with its Monte Carlo error.
+
+    Args:
+      loss_fn: ``loss_fn(params, batch)`` = mean **negative log-likelihood**
+        per example (not an arbitrary loss: MSE is the Gaussian NLL only up to
+        a factor 1/(2σ²) and log(2πσ²)/2 per example, and F changes with both).
+      params: the point w*; the centre of the default prior and where chains start.
+      data: pytree of arrays with leading axis n.
+      log_prior: normalised, proper log density log φ(w); None = local free energy
+        with φ = N(params, I/γ), γ = ``localization``.
+      step_size: ε at the reference nβ = n/log n (the LLC temperature), scaled per
+        β (``step_scaling="curvature"``), or one ε per β (sequence, used as is).
+      num_chains: chains per β (all β × chains run as one compiled program).
+      num_draws, num_burnin: draws kept and discarded per chain.
+      batch_size: minibatch (None = full batch; ``sampler="mala"`` needs full batch).
+      sampler: "sgld", "psgld", "sghmc", "sgnht" or "mala" (exact, full batch).
+      betas: custom increasing ladder in (0, 1] ending at 1 (TI); default
+        ``num_betas`` geometric values from nbeta_min/n to 1.
+      rule: "simpson" (default) or "trapezoid", in s = log β.
+      init_loss: L_n(params) if known (full data otherwise).
+
+    Returns:
+      :class:`FreeEnergyResult` (``value``, ``stderr``, per-β ``expectations``).
+    """
+    n, batch, ref_nbeta, ladder, per_beta_steps = _validate(
+        loss_fn, params, data, method=method, log_prior=log_prior, step_size=step_size, localization=localization,
+        num_chains=num_chains, num_draws=num_draws, num_burnin=num_burnin, batch_size=batch_size, sampler=sampler,
+        betas=betas, num_betas=num_betas, nbeta_min=nbeta_min, rule=rule, step_scaling=step_scaling,
+    )
+    K, C = len(ladder), int(num_chains)
+    ref_step = float(per_beta_steps[-1]) if per_beta_steps is not None else float(step_size)
+    config = FreeEnergyConfig(
+        method=method, sampler=sampler, step_size=ref_step, reference_nbeta=float(ref_nbeta),
+        localization=float(localization), num_chains=C, num_draws=int(num_draws), num_burnin=int(num_burnin),
+        batch_size=batch, num_examples=n, seed=int(seed), num_betas=K,
+        nbeta_min=float(ladder[0] * n), rule=rule,
+        step_scaling="per-beta" if per_beta_steps is not None else step_scaling,
+        sampler_options=tuple(sorted((sampler_options or {}).items())),
+    )
+    if init_loss is None:
+        init_loss = full_data_loss(loss_fn, params, data)
+    init_loss = float(init_loss)
+    check.require(math.isfinite(init_loss), f"L_n(params) = {init_loss}; the loss must be finite at params")
+
+    # curvature scales: mean Hessian eigenvalue of L_n (h) and of the prior energy (h0)
+    h = _loss_curvature(loss_fn, params, data, seed)
+    h0 = float(localization) if log_prior is None else _prior_curvature(log_prior, params, seed)
+    nbetas = n * ladder
+    if per_beta_steps is not None:
+        steps = per_beta_steps
+    elif step_scaling == "curvature":
+        ratio = (ref_nbeta * h + h0) / np.maximum(nbetas * h + h0, 1e-300)
+        steps = ref_step * np.clip(ratio, 0.0, MAX_STEP_RATIO)
+        steps = np.where(np.isfinite(steps) & (steps > 0), steps, ref_step)
+    else:
+        steps = np.full(K, ref_step)
+
+    # starting points: N(params, 1/P_β) for the Gaussian localization prior, params otherwise
+    key = jax.random.PRNGKey(seed)
+    init_key, run_key = jax.random.split(key)
+    init_positions = None
+    if log_prior is None:
+        precision = nbetas * h + h0
+        sd = np.repeat(1.0 / np.sqrt(precision), C)
+        leaves, treedef = jax.tree.flatten(params)
+        keys = jax.random.split(init_key, len(leaves))
+        init_positions = jax.tree.unflatten(treedef, [
+            jnp.asarray(x)[None] + jax.random.normal(k, (K * C,) + jnp.shape(x), jnp.result_type(x))
+            * jnp.asarray(sd, jnp.result_type(x)).reshape((-1,) + (1,) * jnp.ndim(x))
+            for k, x in zip(keys, leaves)
+        ])
+
+    total_steps = config.num_burnin + config.num_draws
+    if progress is None:
+        progress = sys.stderr.isatty() and total_steps * K * C >= 200_000
+    run_config = RunConfig(
+        sampler=sampler, num_chains=K * C, num_steps=total_steps, batch_size=batch,
+        sampler_options=config.sampler_options,
+        acceptance_every=max(1, total_steps // acceptance_checks) if acceptance_checks else 0,
+        progress_every=max(1, total_steps // 100) if progress else 0,
+    )
+    hyper = Hyperparameters(
+        step_size=np.repeat(steps, C), nbeta=np.repeat(nbetas, C), localization=np.full(K * C, float(localization))
+    )
+    run = run_chains(loss_fn, params, data, hyper, config=run_config, seed=run_key, init_positions=init_positions,
+                     log_prior=log_prior, progress_desc=f"free energy ({method})")
+
+    traces = run.loss_trace[:, config.num_burnin:].reshape(K, C, -1)
+    nl = n * traces.astype(np.float64)
+    divergent = run.divergent_step.reshape(K, C)
+    acc_mask = run.acceptance_steps >= config.num_burnin
+    acc = run.acceptance[:, acc_mask].reshape(K, C, -1) if run.acceptance.size else None
+
+    expect = np.full(K, np.nan)
+    expect_se = np.full(K, np.nan)
+    variances = np.full(K, np.nan)
+    per_beta = []
+    messages = []
+    for k in range(K):
+        healthy = (divergent[k] < 0) & np.all(np.isfinite(nl[k]), axis=1)
+        good = nl[k][healthy]
+        entry = {"beta": float(ladder[k]), "nbeta": float(nbetas[k]), "step_size": float(steps[k]),
+                 "healthy_chains": int(healthy.sum())}
+        if healthy.sum() == 0:
+            messages.append(f"every chain at β = {ladder[k]:.3g} diverged: no estimate; reduce step_size")
+            per_beta.append(entry)
+            continue
+        expect[k] = float(good.mean())
+        variances[k] = float(good.var(ddof=1)) if good.size > 1 else 0.0
+        se = diag.mcse(good)
+        if not np.isfinite(se):
+            se = float(np.sqrt(variances[k] / good.size))
+        expect_se[k] = se
+        entry.update(ess=diag.ess(good), rhat=diag.rhat(good))
+        if acc is not None and acc.size:
+            a = acc[k][healthy]
+            entry["acceptance"] = float(np.nanmean(a)) if np.isfinite(a).any() else None
+        per_beta.append(entry)
+        if healthy.sum() < C:
+            messages.append(f"{C - int(healthy.sum())} chain(s) at β = {ladder[k]:.3g} diverged and are excluded; "
+                            f"try a smaller step_size (ε there was {steps[k]:.3g})")
+        if np.isfinite(entry["rhat"]) and entry["rhat"] > diag.RHAT_HIGH:
+            messages.append(f"split R-hat {entry['rhat']:.2f} at β = {ladder[k]:.3g}: chains disagree; "
+                            "increase num_burnin/num_draws")
+        if entry.get("acceptance") is not None and entry["acceptance"] < diag.ACCEPTANCE_LOW:
+            messages.append(f"acceptance {entry['acceptance']:.2f} at β = {ladder[k]:.3g} (ε = {steps[k]:.3g}): "
+                            "step too large there; reduce step_size")
+        ok, m1, m2 = diag.levelled_off(good)
+        if not ok:
+            messages.append(f"E_β[nL] still drifting at β = {ladder[k]:.3g} ({m1:.5g} → {m2:.5g} over the draws); "
+                            "increase num_burnin")
+
+    if method == "wbic":
+        value, sampling, disc = float(expect[0]), float(expect_se[0]), 0.0
+        quad = {}
+    elif np.all(np.isfinite(expect)):
+        quad = integrate_ladder(ladder, expect, expect_se, rule=rule, tail_variance=variances[0])
+        value, sampling, disc = quad["value"], quad["sampling_stderr"], quad["discretisation_error"]
+    else:
+        value = sampling = disc = float("nan")
+        quad = {}
+    if method == "ti" and np.isfinite(disc) and np.isfinite(sampling) and disc > max(sampling, 0.1):
+        messages.append(f"discretisation error {disc:.3g} nats exceeds the sampling error {sampling:.3g}: "
+                        "use more β (num_betas) or a smaller nbeta_min")
+
+    prior = _describe_prior(log_prior, localization, h0)
+    diagnostics = {
+        "per_beta": per_beta,
+        "loss_curvature": h,
+        "prior_curvature": h0,
+        "warnings": messages,
+    }
+    if quad:
+        diagnostics.update(tail=quad["tail"], tail_correction=quad["tail_correction"],
+                           richardson_error=quad["richardson_error"], weights=quad["weights"])
+    diag.emit(messages)
+    return FreeEnergyResult(
+        value=float(value), stderr=float(math.hypot(sampling, disc)), method=method, betas=ladder,
+        expectations=expect, expectation_stderr=expect_se, prior=prior, num_examples=n, init_loss=init_loss,
+        sampling_stderr=float(sampling), discretisation_error=float(disc), step_sizes=np.asarray(steps),
+        config=config, loss_trace=traces if keep_traces else None, diagnostics=diagnostics,
+        timing={"compile_seconds": run.compile_seconds, "sample_seconds": run.sample_seconds},
+    )
+
+
+def _describe_prior(log_prior, localization, curvature) -> dict:
+    if log_prior is None:
+        return {
+            "kind": "localization",
+            "precision": float(localization),
+            "description": f"normalised Gaussian N(params, I/γ), γ = {float(localization):g}: the local free energy "
+                           "of the neighbourhood of params",
+        }
+    name = getattr(log_prior, "__name__", type(log_prior).__name__)
+    return {"kind": "user", "name": name, "description": f"user log_prior {name} (must be normalised and proper)",
+            "curvature_at_params": float(curvature)}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Across checkpoints
+
+
+@dataclass
+class FreeEnergyTrajectory:
+    """Free energies of a sequence of checkpoints (same data, settings and seed: common random numbers)."""
+
+    labels: list
+    results: list[FreeEnergyResult]
+
+    @property
+    def values(self) -> np.ndarray:
+        return np.array([r.value for r in self.results])
+
+    @property
+    def stderrs(self) -> np.ndarray:
+        return np.array([r.stderr for r in self.results])
+
+    def to_dict(self) -> dict:
+        return _jsonable({"labels": list(self.labels), "values": self.values, "stderrs": self.stderrs,
+                          "results": [r.to_dict() for r in self.results]})
+
+
+def free_energy_trajectory(loss_fn, checkpoints: Mapping | Iterable, data: PyTree, **kwargs) -> FreeEnergyTrajectory:
+    """:func:`free_energy` at each checkpoint, reusing one compiled sampling program.
+
+    ``checkpoints``: a mapping label → params, a sequence of (label, params)
+    pairs, or a sequence of params (labelled 0, 1, ...). All must share one
+    pytree structure and shapes so the program compiles once; every checkpoint
+    uses the same seed (common random numbers make differences of F more
+    precise than the values).
+    """
+    if isinstance(checkpoints, Mapping):
+        items = list(checkpoints.items())
+    else:
+        items = list(checkpoints)
+        if items and all(isinstance(i, tuple) and len(i) == 2 for i in items):
+            items = [(label, p) for label, p in items]
+        else:
+            items = list(enumerate(items))
+    check.require(len(items) > 0, "checkpoints is empty")
+    structure = jax.tree.structure(items[0][1])
+    for label, p in items:
+        check.require(jax.tree.structure(p) == structure,
+                      f"checkpoint {label!r} has a different pytree structure from the first; all must match")
+    results = [free_energy(loss_fn, p, data, **kwargs) for _, p in items]
+    return FreeEnergyTrajectory([label for label, _ in items], results)
+
+
+__all__ = [
+    "FreeEnergyConfig",
+    "FreeEnergyResult",
+    "FreeEnergyTrajectory",
+    "free_energy",
+    "free_energy_trajectory",
+    "geometric_ladder",
+    "integrate_ladder",
+]
