@@ -20,8 +20,7 @@ directly is the free energy at σ² = 1/2 minus n·log(π)/2.
   constant c = E_1[nL_n] taken out exactly, and the rest integrated in
   s = log β, where the integrand β·(E_β[nL_n] - c) ≈ λ·(1 - β) near β = 1 is
   smooth, bounded, and → 0 exponentially as β → 0 (β·(E_β - nL_n(params)) is
-  the LLC estimate at temperature t = nβ: smooth, bounded, flat where the
-  posterior is regular and → 0 exponentially as β → 0. The ladder is
+  the LLC estimate at temperature t = nβ). The ladder is
   geometric (uniform in s) from β_min = nbeta_min/n to 1, dense near β = 0
   where E_β changes fastest; the integral is Simpson's rule in s, the piece
   [0, β_min] is β_min·E_{β_min} + β_min²·Var_{β_min}(nL)/2 (first-order Taylor,
