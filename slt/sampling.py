@@ -36,6 +36,7 @@ class RunConfig:
     sampler_options: tuple[tuple[str, Any], ...] = ()
     acceptance_every: int = 0  # check the MALA acceptance every k steps; 0 = never
     progress_every: int = 0  # advance the progress bar every k steps; 0 = no bar
+    center_per_chain: bool = False  # center leaves carry a leading [num_chains] axis (several checkpoints in one run)
 
 
 @dataclass
@@ -86,10 +87,9 @@ def _progress_tick(step, every):
 def _program(center, init_positions, data, hyper, chain_keys, *, loss_fn, log_prior, config: RunConfig):
     algo = get_sampler(config.sampler)
     options = dict(config.sampler_options)
-    target = make_target(loss_fn, center, log_prior)
-    kernel = algo.build_kernel(target, **options)
     n = jax.tree.leaves(data)[0].shape[0]
     full_batch = config.batch_size >= n
+    center_axis = 0 if config.center_per_chain else None
 
     def draw_batch(key):
         if full_batch:
@@ -98,16 +98,22 @@ def _program(center, init_positions, data, hyper, chain_keys, *, loss_fn, log_pr
         return jax.tree.map(lambda x: jnp.take(x, idx, axis=0), data)
 
     if init_positions is None:
-        init_positions = jax.tree.map(lambda x: jnp.broadcast_to(x, (config.num_chains,) + x.shape), center)
+        if config.center_per_chain:
+            init_positions = center
+        else:
+            init_positions = jax.tree.map(lambda x: jnp.broadcast_to(x, (config.num_chains,) + x.shape), center)
 
-    def init_chain(position, key, hp):
+    def init_chain(position, key, hp, chain_center):
         key = jax.random.fold_in(key, config.num_steps)
+        target = make_target(loss_fn, chain_center, log_prior)
         return algo.init(position, key, draw_batch(key), hp, target, **options)
 
-    states = jax.vmap(init_chain)(init_positions, chain_keys, hyper)
+    states = jax.vmap(init_chain, in_axes=(0, 0, 0, center_axis))(init_positions, chain_keys, hyper, center)
     check_acceptance = algo.LANGEVIN_PROPOSAL and config.acceptance_every > 0
 
-    def chain_step(state, key, hp, step, check):
+    def chain_step(state, key, hp, chain_center, step, check):
+        target = make_target(loss_fn, chain_center, log_prior)
+        kernel = algo.build_kernel(target, **options)
         k_batch, k_move = jax.random.split(jax.random.fold_in(key, step))
         batch = draw_batch(k_batch)
         new_state, info = kernel(k_move, state, batch, hp)
@@ -124,12 +130,12 @@ def _program(center, init_positions, data, hyper, chain_keys, *, loss_fn, log_pr
             acc = jnp.asarray(info.acceptance, info.loss.dtype)
         return new_state, (info.loss, acc)
 
-    step_all = jax.vmap(chain_step, in_axes=(0, 0, 0, None, None))
+    step_all = jax.vmap(chain_step, in_axes=(0, 0, 0, center_axis, None, None))
 
     def body(carry, step):
         states, divergent_step = carry
         check = (step % max(config.acceptance_every, 1)) == 0
-        states, (loss, acc) = step_all(states, chain_keys, hyper, step, check)
+        states, (loss, acc) = step_all(states, chain_keys, hyper, center, step, check)
         bad = ~jnp.isfinite(loss)
         divergent_step = jnp.where(bad & (divergent_step < 0), step, divergent_step)
         if config.progress_every:
@@ -187,6 +193,9 @@ def run_chains(
     """Run ``config.num_chains`` chains of ``config.sampler`` on the local posterior at ``center``.
 
     ``hyper`` holds per-chain arrays of shape [num_chains] (broadcast from scalars).
+    With ``config.center_per_chain``, every leaf of ``center`` has a leading
+    [num_chains] axis: chain c is localized at its own w*_c (e.g. G
+    checkpoints × K chains as one program).
     Inputs are assumed validated (see :mod:`slt.validation`).
     """
     dtype = jnp.result_type(*jax.tree.leaves(center))
