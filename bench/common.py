@@ -1,0 +1,53 @@
+"""Shared by the benchmarks: write a Markdown table between markers in a docs page."""
+
+from __future__ import annotations
+
+import platform
+import re
+from pathlib import Path
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def machine_line() -> str:
+    """One line naming the machine and the versions, for every table."""
+    import jax
+
+    try:
+        import os
+
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count()
+    return (
+        f"Machine: {platform.machine()} {cores} CPU cores, {jax.devices()[0].platform}; "
+        f"Python {platform.python_version()}, jax {jax.__version__}"
+    )
+
+
+def write_section(page: str, name: str, markdown: str) -> Path:
+    """Replace the text between ``<!-- bench:NAME:start -->`` and ``<!-- bench:NAME:end -->`` in docs/PAGE.
+
+    The markers are appended if the page lacks them; nothing else in the page is touched.
+    """
+    path = DOCS / page
+    start, end = f"<!-- bench:{name}:start -->", f"<!-- bench:{name}:end -->"
+    text = path.read_text() if path.exists() else ""
+    block = f"{start}\n{markdown.strip()}\n{end}"
+    if start in text and end in text:
+        text = re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: block, text, flags=re.S)
+    else:
+        text = text.rstrip() + ("\n\n" if text else "") + block + "\n"
+    path.write_text(text)
+    return path
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    def cell(v):
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
