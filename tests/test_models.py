@@ -138,7 +138,6 @@ def test_transformer_forward():
     assert np.isfinite(float(task.loss_fn(task.params, task.train_data)))
     # Nanda's defaults: p=113, d_model 128, 4 heads, d_mlp 512 (abstract: shapes only).
     full = nnx.eval_shape(lambda: ModularTransformer(rngs=nnx.Rngs(0)))
-    assert jax.eval_shape(full, jax.ShapeDtypeStruct((5, 3), jnp.int32)).shape == (5, 113)
     assert full.blocks[0].mlp.W_in.shape == (512, 128) and full.embed.W_E.shape == (128, 114)
 
 

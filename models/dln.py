@@ -1,0 +1,153 @@
+"""Deep linear networks (DLN) with a true parameter of chosen rank.
+
+f(x) = x·W₁·W₂⋯W_L (flax kernels W_s of shape [in, out]). **Widths are listed
+input → output** here: ``widths = [d_in, h_1, ..., d_out]``. Aoyagi's theory
+(and :func:`slt.theory.dln`) lists them output → input, y = A⁽¹⁾⋯A⁽ᴸ⁾x with
+A⁽ˢ⁾ = W_{L+1-s}ᵀ; :func:`to_theory_widths` converts.
+
+Protocol of Lau et al. (arXiv 2308.12108) and Furman & Lau (arXiv 2402.03698):
+no-noise data x ~ U[-10, 10]^d_in, y = target(x); loss
+L(w) = (1/n) Σᵢ ‖yᵢ - f(xᵢ; w)‖² (squared error summed over outputs, mean
+over examples); λ̂ is measured at the true parameter w*, L(w*) = 0.
+
+The true parameter: every factor has rank exactly r, W_s = P_s Q_sᵀ with
+Gaussian P_s [h_in, r], Q_s [h_out, r] (so the product has rank r almost
+surely). This is the most singular kind of point with a rank-r product, the
+one Aoyagi's λ describes (Aoyagi 2024, Neural Networks 172:106132); a point
+where only one factor is rank-deficient has a larger local learning
+coefficient.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from slt.models.train import Task
+
+__all__ = ["DLN", "to_theory_widths", "make_target_kernels", "product", "dln_data", "dln_loss", "make_dln_task"]
+
+
+class DLN(nnx.Module):
+    """Bias-free deep linear network, ``widths`` listed input → output."""
+
+    def __init__(self, widths: Sequence[int], *, rngs: nnx.Rngs):
+        widths = [int(w) for w in widths]
+        if len(widths) < 2:
+            raise ValueError(f"widths needs at least [d_in, d_out], got {widths}")
+        self.widths = tuple(widths)
+        self.layers = nnx.List(
+            [nnx.Linear(a, b, use_bias=False, rngs=rngs) for a, b in zip(widths[:-1], widths[1:])]
+        )
+
+    def __call__(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+def to_theory_widths(widths: Sequence[int]) -> list[int]:
+    """Input→output widths to Aoyagi's output→input order [H(1), ..., H(L+1)]."""
+    return [int(w) for w in reversed(list(widths))]
+
+
+def make_target_kernels(widths: Sequence[int], rank: int, key) -> list[jax.Array]:
+    """Kernels W_s = P_s Q_sᵀ, each of rank ``rank``, product of rank ``rank``.
+
+    P_s ~ N(0, 1/h_in), Q_s ~ N(0, 1/r) entrywise, so each layer roughly keeps
+    the scale of its input. ``rank=0`` gives all-zero kernels.
+    """
+    widths = [int(w) for w in widths]
+    if not 0 <= rank <= min(widths):
+        raise ValueError(f"rank must be in [0, min(widths)={min(widths)}], got {rank}")
+    kernels = []
+    for key_s, (h_in, h_out) in zip(jax.random.split(key, len(widths) - 1), zip(widths[:-1], widths[1:])):
+        if rank == 0:
+            kernels.append(jnp.zeros((h_in, h_out), jnp.float32))
+            continue
+        kp, kq = jax.random.split(key_s)
+        P = jax.random.normal(kp, (h_in, rank)) / jnp.sqrt(h_in)
+        Q = jax.random.normal(kq, (h_out, rank)) / jnp.sqrt(rank)
+        kernels.append(P @ Q.T)
+    return kernels
+
+
+def product(params) -> jax.Array:
+    """The end-to-end matrix W₁⋯W_L ([d_in, d_out]) of DLN params."""
+    layers = params["layers"]
+    kernels = [layers[i]["kernel"] for i in sorted(layers)] if isinstance(layers, dict) else [l["kernel"] for l in layers]
+    out = kernels[0]
+    for k in kernels[1:]:
+        out = out @ k
+    return out
+
+
+def dln_data(target: jax.Array, n: int, key, *, low: float = -10.0, high: float = 10.0) -> dict:
+    """No-noise data: x ~ U[low, high]^d_in, y = x·target. ``{"x": [n, d_in], "y": [n, d_out]}``."""
+    x = jax.random.uniform(key, (n, target.shape[0]), jnp.float32, low, high)
+    return {"x": x, "y": x @ target}
+
+
+def dln_loss(pred, y):
+    """(1/n) Σᵢ ‖yᵢ - predᵢ‖²."""
+    return jnp.mean(jnp.sum((y - pred) ** 2, axis=-1))
+
+
+@functools.lru_cache(maxsize=64)
+def _graphdef(widths: tuple[int, ...]):
+    return nnx.split(nnx.eval_shape(lambda: DLN(widths, rngs=nnx.Rngs(0))))[0]
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))  # one compilation per (widths, rank, n)
+def _generate(widths, rank, n, key):
+    k_target, k_data = jax.random.split(key)
+    kernels = make_target_kernels(widths, rank, k_target)
+    params = {"layers": {i: {"kernel": k} for i, k in enumerate(kernels)}}
+    target = product(params)
+    x = dln_data(target, n, k_data)["x"]
+    # y from the network's own forward pass, so that L(w*) is 0 to rounding.
+    return params, target, {"x": x, "y": nnx.merge(_graphdef(widths), params)(x)}
+
+
+def make_dln_task(widths: Sequence[int], rank: int, n: int, seed: int = 0) -> Task:
+    """DLN task at the true parameter (loss 0).
+
+    ``widths`` input → output. ``task.params`` (pure dict
+    ``{"layers": {i: {"kernel": W_i}}}``) is the true parameter;
+    ``task.meta``: ``widths``, ``theory_widths`` (output → input), ``rank``,
+    ``lam`` and ``multiplicity`` from :func:`slt.theory.dln` (None if
+    unavailable), ``num_params``, ``target`` (the product), ``graphdef``.
+    """
+    widths = [int(w) for w in widths]
+    graphdef = _graphdef(tuple(widths))
+
+    def loss_fn(params, batch):
+        return dln_loss(nnx.merge(graphdef, params)(batch["x"]), batch["y"])
+
+    params, target, data = _generate(tuple(widths), int(rank), int(n), jax.random.key(seed))
+
+    lam = mult = None
+    try:
+        from slt import theory
+
+        lc = theory.dln(to_theory_widths(widths), int(rank))
+        lam, mult = float(lc.lam), int(lc.multiplicity)
+    except (ImportError, AttributeError):  # theory module not available
+        pass
+    meta = {
+        "widths": widths,
+        "theory_widths": to_theory_widths(widths),
+        "rank": int(rank),
+        "lam": lam,
+        "multiplicity": mult,
+        "num_params": sum(a * b for a, b in zip(widths[:-1], widths[1:])),
+        "n": int(n),
+        "seed": seed,
+        "target": target,
+        "graphdef": graphdef,
+    }
+    return Task(loss_fn, params, data, meta)
