@@ -1,0 +1,218 @@
+"""Accuracy of λ̂: against exact finite-t values, Aoyagi's DLN λ, and TMS k-gons.
+
+    python bench/accuracy.py [--sections crossing,regression,dln,tms] [--quick]
+
+Prints Markdown tables and writes them into docs/benchmarks.md (section
+``accuracy``). Targets (issue 2): exact-value cases within 3%; DLN median
+relative error against Aoyagi's λ ≤ 5% with the published protocol
+(Furman & Lau arXiv 2402.03698: no-noise data, x ~ U[-10, 10], γ = 1,
+batch 500, nβ = n/log n, n = 1e5, ε = 5e-7, 10k steps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy import integrate
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import slt  # noqa: E402
+from bench.common import machine_line, markdown_table, write_section  # noqa: E402
+from tests.exact import normal_crossing_w1sq_w2sq  # noqa: E402
+
+warnings.simplefilter("ignore", slt.SLTWarning)
+
+
+def se_of(result) -> float:
+    return max(result.diagnostics["mcse"], result.llc_std / np.sqrt(len(result.llc_per_chain)))
+
+
+# --- 1. K = w1²w2², data-free, exact by quadrature -------------------------------------------------------
+
+
+def crossing_loss(w, batch):
+    return (w[0] * w[1]) ** 2 + 0.0 * jnp.sum(batch)
+
+
+def section_crossing(quick: bool):
+    rows = []
+    for t in [1e2, 1e3, 1e4]:
+        exact = normal_crossing_w1sq_w2sq(t)
+        for sampler in ["sgld", "sghmc", "mala"]:
+            step = {"sgld": 1e-2 / t, "sghmc": 1e-2 / t, "mala": 0.3 / t}[sampler]
+            draws = int((20_000 if quick else 60_000) * (t / 100) ** 0.5)
+            start = time.perf_counter()
+            r = slt.estimate_llc(crossing_loss, jnp.zeros(2), jnp.zeros((1, 1)), step_size=step, nbeta=t,
+                                 num_chains=64, num_draws=draws, num_burnin=draws // 10, sampler=sampler)
+            rows.append([f"w1²w2², t={t:g}", sampler, f"{step:.1e}", exact, 0.5, r.llc_mean, se_of(r),
+                         f"{100 * (r.llc_mean - exact) / exact:+.1f}%", f"{time.perf_counter() - start:.1f}"])
+            print(rows[-1], flush=True)
+    header = ["case", "sampler", "ε", "exact t·E[K]", "λ", "λ̂", "± se", "vs exact", "s"]
+    return "### Normal crossing K = w1²w2² (λ = 1/2, m = 2), N(0, I) prior\n\n" + markdown_table(header, rows)
+
+
+# --- 2. Lau et al. normal-crossing regressions, exact per dataset ------------------------------------------
+
+
+def regression_exact(x, y, k: int, sigma: float, t: float) -> float:
+    """t·(E[L_n] - L_n(0)) for y = x·w1·w2^k + N(0, σ²), prior N(0, I), exactly.
+
+    L_n(u) = A - 2B·u + C·u² with u = w1·w2^k; for fixed w2 the w1-integral is
+    Gaussian (precision a = 1 + 2tC·s², linear term b = 2tB·s, s = w2^k), which
+    leaves a 1-D quadrature over w2.
+    """
+    A, B, C = (np.mean(y * y), np.mean(x * y), np.mean(x * x))
+    A, B, C = A / (2 * sigma**2), B / (2 * sigma**2), C / (2 * sigma**2)
+    phi = lambda v: np.exp(-v * v / 2) / np.sqrt(2 * np.pi)
+
+    def parts(v):
+        s = v**k
+        a = 1 + 2 * t * C * s * s
+        b = 2 * t * B * s
+        mu = b / a
+        weight = a**-0.5 * np.exp(b * b / (2 * a)) * phi(v)
+        mean_l = -2 * B * s * mu + C * s * s * (1 / a + mu * mu)  # E[L - A | w2]
+        return weight, weight * mean_l
+
+    den = integrate.quad(lambda v: parts(v)[0], -8, 8, points=[0], limit=400, epsabs=1e-14)[0]
+    num = integrate.quad(lambda v: parts(v)[1], -8, 8, points=[0], limit=400, epsabs=1e-14)[0]
+    return t * num / den
+
+
+def section_regression(quick: bool):
+    global STEPS
+    STEPS = {("sgld", 5e-4): 10_000, ("sgld", 1e-4): 30_000 if quick else 100_000,
+             ("mala", 2e-3): 10_000 if quick else 30_000}
+    n, sigma = 1000, 0.5
+    t = n / np.log(n)
+    published = {(1, 3): (0.17, "0.12 (0.04)", "0.11 (0.07)", 0.121), (1, 2): (0.25, "0.19 (0.11)", "0.14 (0.12)", 0.180),
+                 (0, 1): (0.5, "0.41 (0.12)", "0.45 (0.11)", 0.423)}
+    rows = []
+    datasets = 5 if quick else 10
+    for (k1, k2), (lam, mcmc, sgld_pub, exact_pub) in published.items():
+        # model y = x·w1^k1·w2^k2; w1^0 means the one-parameter model y = x·w2 (λ = 1/2)
+        def loss(w, batch, k1=k1, k2=k2):
+            u = (w[0] ** k1) * (w[1] ** k2)
+            return jnp.mean((batch["y"] - batch["x"] * u) ** 2) / (2 * sigma**2)
+
+        exacts, estimates = [], {eps: [] for eps in STEPS}
+        start = time.perf_counter()
+        for seed in range(datasets):
+            rng = np.random.default_rng(seed)
+            x = rng.normal(size=n)
+            y = sigma * rng.normal(size=n)  # the true function is 0
+            data = {"x": x.astype(np.float32), "y": y.astype(np.float32)}
+            if k1 == 0:  # y = x·w2 + noise: regular in w2, w1 only sees the prior
+                A, B, C = np.mean(y * y) / (2 * sigma**2), np.mean(x * y) / (2 * sigma**2), np.mean(x * x) / (2 * sigma**2)
+                prec = 1 + 2 * t * C
+                mu = 2 * t * B / prec
+                exacts.append(t * (-2 * B * mu + C * (1 / prec + mu * mu)))
+            else:
+                exacts.append(regression_exact(x, y, k2 if k1 == 1 else None, sigma, t))
+            for (sampler, eps), draws in STEPS.items():
+                r = slt.estimate_llc(loss, jnp.zeros(2), data, step_size=eps, num_chains=8, num_draws=draws,
+                                     num_burnin=draws // 10, seed=seed, sampler=sampler)
+                estimates[sampler, eps].append(r.llc_mean)
+        ex = np.mean(exacts)
+        name = {(1, 3): "w1·w2³", (1, 2): "w1·w2²", (0, 1): "w2"}[(k1, k2)]
+        for (sampler, eps), draws in STEPS.items():
+            est = np.mean(estimates[sampler, eps])
+            se = np.std(np.array(estimates[sampler, eps]) - np.array(exacts), ddof=1) / np.sqrt(datasets)
+            rows.append([name, lam, exact_pub, ex, f"{sampler} {eps:g}, {draws // 1000}k", est, se,
+                         f"{100 * (est - ex) / ex:+.1f}%", mcmc, sgld_pub])
+            print(rows[-1], flush=True)
+        print(f"{name}: {time.perf_counter() - start:.0f} s", flush=True)
+    header = ["model", "λ", "published exact (100 sets)", f"exact, mean of {datasets} sets", "sampler ε, steps", "slt λ̂",
+              "± se", "vs exact", "Lau MCMC", "Lau SGLD"]
+    return ("### Normal-crossing regressions of Lau et al. (n = 1000, σ = 0.5, full batch, 8 chains)\n\n"
+            "Exact values per dataset by quadrature (bench/accuracy.py `regression_exact`); the published columns "
+            "are mean (sd) over datasets. At the published ε = 5e-4 SGLD carries O(ε) discretisation bias (εa/4 ≈ 7% "
+            "in the variance of the regular direction; the published SGLD column shows the same); ε = 1e-4 "
+            "with longer chains, and MALA, remove it.\n\n" + markdown_table(header, rows))
+
+
+# --- 3. Deep linear networks against Aoyagi's λ ---------------------------------------------------------------
+
+DLN_SHAPES = [  # widths input → output, rank
+    ([10, 10, 10], 3),
+    ([20, 20, 20, 20], 5),
+    ([50, 30, 50], 10),
+    ([100, 50, 100], 10),
+    ([60, 60, 60, 60, 60], 20),
+    ([100, 100, 100], 0),
+    ([100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100], 30),
+]
+
+
+def section_dln(quick: bool):
+    from slt.models.dln import make_dln_task
+
+    rows, errors = [], []
+    n = 100_000
+    steps = 3000 if quick else 10_000
+    shapes = DLN_SHAPES[:5] if quick else DLN_SHAPES
+    for widths, rank in shapes:
+        task = make_dln_task(widths, rank, n, seed=0)
+        lam = task.meta["lam"]
+        start = time.perf_counter()
+        r = slt.estimate_llc(task.loss_fn, task.params, task.data, step_size=5e-7, batch_size=500,
+                             num_chains=4, num_draws=steps, num_burnin=0, seed=0)
+        rel = (r.llc_mean - lam) / lam
+        errors.append(abs(rel))
+        rows.append([str(widths), rank, task.meta["num_params"], lam, r.llc_mean, se_of(r), f"{100 * rel:+.1f}%",
+                     f"{r.diagnostics['acceptance_mean']:.2f}", f"{time.perf_counter() - start:.0f}"])
+        print(rows[-1], flush=True)
+    header = ["widths (in→out)", "rank", "d", "Aoyagi λ", "λ̂", "± se", "vs λ", "MALA acc.", "s"]
+    return (f"### Deep linear networks (n = 1e5, batch 500, ε = 5e-7, {steps} steps, 4 chains)\n\n"
+            + markdown_table(header, rows)
+            + f"\n\nMedian |relative error| {100 * np.median(errors):.1f}% (target ≤ 5%).")
+
+
+# --- 4. TMS k-gons ---------------------------------------------------------------------------------------------
+
+
+def section_tms(quick: bool):
+    from slt.models.tms import make_tms_task
+
+    rows = []
+    for init in ["5", "5+", "6"]:
+        task = make_tms_task(c=6, n=1000, seed=0, init=init)
+        start = time.perf_counter()
+        r = slt.estimate_llc(task.loss_fn, task.params, task.data, step_size=1e-3, localization=1.0,
+                             num_chains=8, num_draws=500 if quick else 2000, num_burnin=100)
+        rows.append([f"{init}-gon", task.meta["lam"], task.meta["population_loss"], r.init_loss, r.llc_mean, se_of(r),
+                     f"{100 * (r.llc_mean - task.meta['lam']) / task.meta['lam']:+.1f}%",
+                     f"{time.perf_counter() - start:.0f}"])
+        print(rows[-1], flush=True)
+    header = ["critical point", "λ (Chen et al.)", "population loss", "L_n(w*)", "λ̂", "± se", "vs λ", "s"]
+    return ("### Toy model of superposition, c = 6 (n = 1000, full batch, ε = 1e-3, γ = 1)\n\n"
+            "The k-gons are critical points of the population loss, not of the n = 1000 sample, so λ̂ carries "
+            "the centering gap of REFERENCE §1 (reported, not asserted).\n\n" + markdown_table(header, rows))
+
+
+SECTIONS = {"crossing": section_crossing, "regression": section_regression, "dln": section_dln, "tms": section_tms}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sections", default=",".join(SECTIONS))
+    parser.add_argument("--quick", action="store_true", help="fewer draws and shapes (a smoke run)")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    args = parser.parse_args()
+    parts = [f"_{machine_line()}; `python bench/accuracy.py{' --quick' if args.quick else ''}`._"]
+    for name in args.sections.split(","):
+        parts.append(SECTIONS[name](args.quick))
+        print(parts[-1], flush=True)
+    if not args.no_write:
+        write_section("benchmarks.md", "accuracy", "\n\n".join(parts))
+
+
+if __name__ == "__main__":
+    main()
