@@ -53,11 +53,12 @@ def main(argv=None):
                               out=os.path.join(args.out, "grokking_transformer.jsonl"),
                               step_size=1e-4, nbeta=n / np.log(n), localization=100.0, batch_size=min(n, 512),
                               num_chains=4, num_draws=300, metrics=metrics)
-    test_acc = np.array([metrics[s]["test_acc"] for s in traj.steps])
-    test_loss = np.array([metrics[s]["test_loss"] for s in traj.steps])
-    steps = np.maximum(traj.steps, 1)
-    transitions = slt.detect_transitions(steps, {"llc": traj.llc_mean, "test_loss": test_loss},
-                                         stds={"llc": traj.llc_std})
+    later = np.asarray(traj.steps) > 0  # log-step axis: leave out step 0
+    steps = np.asarray(traj.steps)[later]
+    test_acc = np.array([metrics[s]["test_acc"] for s in steps])
+    test_loss = np.array([metrics[s]["test_loss"] for s in steps])
+    transitions = slt.detect_transitions(steps, {"llc": traj.llc_mean[later], "test_loss": test_loss},
+                                         stds={"llc": traj.llc_std[later]})
 
     import matplotlib
 
@@ -66,7 +67,7 @@ def main(argv=None):
 
     fig, (ax_llc, ax_acc) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
     traj.plot(ax=ax_llc, log_x=True, transitions=transitions)
-    ax_acc.plot(steps, [metrics[s]["train_acc"] for s in traj.steps], label="train acc")
+    ax_acc.plot(steps, [metrics[s]["train_acc"] for s in steps], label="train acc")
     ax_acc.plot(steps, test_acc, label="test acc")
     ax_acc.set_xscale("log")
     ax_acc.set_xlabel("epoch")

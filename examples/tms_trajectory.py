@@ -43,8 +43,10 @@ def main(argv=None):
                               nbeta=n / np.log(n), num_chains=4, num_draws=500, num_burnin=0,
                               metrics={s: h for s, h in zip(run.steps, run.history)})
     train_loss = np.array([h["train_loss"] for h in run.history])
-    transitions = slt.detect_transitions(np.maximum(traj.steps, 1), {"llc": traj.llc_mean, "train_loss": train_loss},
-                                         stds={"llc": traj.llc_std})
+    later = np.asarray(traj.steps) > 0  # log-step axis: leave out step 0
+    transitions = slt.detect_transitions(np.asarray(traj.steps)[later],
+                                         {"llc": traj.llc_mean[later], "train_loss": train_loss[later]},
+                                         stds={"llc": traj.llc_std[later]})
 
     import matplotlib
 
@@ -52,8 +54,7 @@ def main(argv=None):
     import matplotlib.pyplot as plt
 
     fig, (ax_loss, ax_llc) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
-    steps_plot = np.maximum(traj.steps, 1)
-    ax_loss.plot(steps_plot, train_loss, "k.-", label="train loss")
+    ax_loss.plot(np.asarray(traj.steps)[later], train_loss[later], "k.-", label="train loss")
     for k, color in zip((4, 5, 6), ("tab:orange", "tab:green", "tab:purple")):
         level = float(population_loss(kgon_params(c, k)))
         ax_loss.axhline(level, ls="--", color=color, lw=1, label=f"{k}-gon loss {level:.4f}")

@@ -1,10 +1,18 @@
 """slt-jax: singular learning theory quantities for real training runs, in JAX.
 
 Public API (stable names):
-    estimate_llc, LLCResult     local learning coefficient at a checkpoint
-    from_nnx, from_linen        Flax adapters to (loss_fn, params)
-    theory                      closed-form learning coefficients
+    estimate_llc, LLCResult           local learning coefficient at a checkpoint
+    llc_trajectory, Trajectory        LLC over a sequence of checkpoints (resumable)
+    detect_transitions, Transition    phase transitions in trajectories
+    free_energy, FreeEnergyResult     WBIC and thermodynamic integration
+    fit_learning_coefficient          (λ, m) from a temperature sweep (experimental)
+    calibrate, Calibration            step-size calibration (step_size="auto")
+    from_nnx, from_linen              Flax adapters to (loss_fn, params)
+    theory                            closed-form learning coefficients
+    models                            model organisms (DLN, TMS, modular arithmetic)
 """
+
+import importlib
 
 from slt import theory
 from slt.adapters import from_linen, from_nnx
@@ -14,6 +22,37 @@ from slt.samplers.base import SAMPLERS
 from slt.validation import SLTInputError
 
 __version__ = "0.1.0"
+
+# Loaded on first use, so that `import slt` stays light (no matplotlib, orbax, ruptures).
+_LAZY = {
+    "llc_trajectory": "slt.trajectory",
+    "Trajectory": "slt.trajectory",
+    "detect_transitions": "slt.transitions",
+    "stage_boundaries": "slt.transitions",
+    "Transition": "slt.transitions",
+    "free_energy": "slt.free_energy",
+    "FreeEnergyResult": "slt.free_energy",
+    "fit_learning_coefficient": "slt.free_energy",
+    "calibrate": "slt.calibration",
+    "Calibration": "slt.calibration",
+    "load_params": "slt.checkpoints",
+    "save_params": "slt.checkpoints",
+    "models": "slt.models",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        module = importlib.import_module(_LAZY[name])
+        value = module if name == "models" else getattr(module, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'slt' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "LLCConfig",
@@ -26,4 +65,5 @@ __all__ = [
     "from_linen",
     "from_nnx",
     "theory",
+    *_LAZY,
 ]
