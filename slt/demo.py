@@ -1,0 +1,325 @@
+"""Grokking demo: train the modular-addition MLP, measure the LLC at every
+checkpoint, find the phase transitions, write a report.
+
+The model and recipe of REFERENCE §5 (the devinterp grokking example): p = 53,
+train fraction 0.5, embedding 12, hidden 48, GELU; Adam lr 5e-3 with coupled
+weight decay 2e-4, batch 128. Train accuracy reaches 0.95 in ~2k steps
+(memorisation), test accuracy in ~9k-16k (grokking). The LLC (SGLD, ε = 3e-3,
+nβ = 2, γ = 5, batch 128; Lau et al. 2023) rises during memorisation and falls
+before and through grokking, as the network trades a memorising solution for
+a simpler, generalising one (Watanabe's free energy F_n ≈ nL_n + λ log n:
+lower λ wins once the loss gap closes).
+
+Everything is resumable: checkpoints and training metrics are kept in
+``OUT/checkpoints``, LLC results in the store ``OUT/llc.jsonl``; rerunning
+the same command skips what is done.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import Callable
+
+import numpy as np
+
+from slt.store import jsonable
+
+__all__ = ["DemoSettings", "SETTINGS", "run_grokking_demo", "first_step_reaching"]
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """What a demo run does (recorded in the store and the report)."""
+
+    p: int = 53
+    train_frac: float = 0.5
+    num_steps: int = 20_000
+    checkpoint_steps: tuple[int, ...] = (0, 100, 250, *range(500, 20_001, 500))
+    train_batch: int = 128
+    # LLC (REFERENCE §5)
+    step_size: float = 3e-3
+    nbeta: float = 2.0
+    localization: float = 5.0
+    llc_batch: int = 128
+    num_chains: int = 4
+    num_draws: int = 500
+    num_burnin: int = 0
+    acceptance_checks: int = 20
+    # transitions
+    threshold: float = 5.0
+
+
+SETTINGS = {
+    "default": DemoSettings(),
+    "quick": DemoSettings(
+        checkpoint_steps=(0, 250, 500, 1000, 1500, 2000, 2500, 3000, 4000, 5000, 6000, 7000, 8000, 9000, 10_000,
+                          11_000, 12_000, 13_000, 14_000, 16_000, 18_000, 20_000),
+        num_chains=2, num_draws=250, acceptance_checks=0,
+    ),
+    "tiny": DemoSettings(  # for CI: the pipeline end to end, not grokking
+        p=23, num_steps=600, checkpoint_steps=(0, 100, 200, 300, 400, 500, 600), num_chains=2, num_draws=40,
+        acceptance_checks=0,
+    ),
+}
+
+THRESHOLD_ACC = 0.95
+SIGNALS = ("llc", "train_loss", "test_loss", "train_acc", "test_acc")
+
+
+def first_step_reaching(steps, values, level: float = THRESHOLD_ACC):
+    """First step whose value is ≥ level (None if never)."""
+    for s, v in zip(steps, values):
+        if v is not None and np.isfinite(v) and v >= level:
+            return int(s)
+    return None
+
+
+def _atomic_json(path: str, obj) -> None:
+    from slt.checkpoints import _atomic_write_bytes
+
+    _atomic_write_bytes(path, (json.dumps(jsonable(obj), indent=1) + "\n").encode())
+
+
+def _train(out: str, settings: DemoSettings, seed: int, task, restart: bool, log) -> dict:
+    """Train (or reuse a finished training in ``out/checkpoints``); returns the training record."""
+    from slt.cli import UserError
+    from slt.models.train import train
+
+    ckpt_dir = os.path.join(out, "checkpoints")
+    record_path = os.path.join(ckpt_dir, "train.json")
+    wanted = {"p": settings.p, "train_frac": settings.train_frac, "num_steps": settings.num_steps,
+              "checkpoint_steps": list(settings.checkpoint_steps), "batch_size": settings.train_batch, "seed": seed,
+              "optimizer": "coupled Adam lr 5e-3 wd 2e-4"}
+    if os.path.exists(record_path):
+        with open(record_path) as f:
+            rec = json.load(f)
+        if rec.get("settings") == wanted:
+            log(f"training: reusing {len(rec['history'])} checkpoints in {ckpt_dir}")
+            return rec
+        if not restart:
+            changed = sorted(k for k in wanted if rec.get("settings", {}).get(k) != wanted[k])
+            raise UserError(f"{out} holds a run with other training settings ({', '.join(changed)}); "
+                            "use another --out, or --restart to replace it")
+    log(f"training the modular-addition MLP (p={settings.p}, train fraction {settings.train_frac}) for "
+        f"{settings.num_steps} steps, {len(settings.checkpoint_steps)} checkpoints ...")
+    t0 = time.perf_counter()
+    res = train(task.params, task.loss_fn, task.train_data, optimizer=task.optimizer, num_steps=settings.num_steps,
+                batch_size=settings.train_batch, checkpoint_steps=settings.checkpoint_steps, checkpoint_dir=ckpt_dir,
+                eval_fn=task.eval_fn, seed=seed, keep_params=False)
+    rec = {"settings": wanted, "history": res.history, "train_seconds": res.train_seconds,
+           "wall_seconds": time.perf_counter() - t0}
+    _atomic_json(record_path, rec)
+    log(f"training: done in {rec['wall_seconds']:.1f} s")
+    return rec
+
+
+def run_grokking_demo(
+    out: str | os.PathLike,
+    quick: bool = False,
+    seed: int = 0,
+    *,
+    tiny: bool | None = None,
+    num_chains: int | None = None,
+    num_draws: int | None = None,
+    restart: bool = False,
+    progress: bool | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict:
+    """Train, measure the LLC at every checkpoint, detect transitions, and report.
+
+    Writes ``out/report.json``, ``out/report.md``, ``out/llc.png`` (plus
+    ``out/checkpoints/`` and the LLC store ``out/llc.jsonl``) and returns the
+    report dict. ``tiny`` (default: env ``SLT_DEMO_TINY=1``) runs a seconds-long
+    CI version (p = 23, 600 steps: no grokking). ``num_chains``/``num_draws``
+    override the mode's sampler budget.
+    """
+    from slt.models.modular import make_modular_task
+    from slt.plotting import plot_grokking
+    from slt.trajectory import llc_trajectory
+
+    t_start = time.perf_counter()
+    out = os.fspath(out)
+    if log is None:
+        def log(msg):
+            print(f"[slt demo] {msg}", file=sys.stderr, flush=True)
+    if tiny is None:
+        tiny = os.environ.get("SLT_DEMO_TINY", "") not in ("", "0")
+    mode = "tiny" if tiny else "quick" if quick else "default"
+    settings = SETTINGS[mode]
+    if num_chains is not None:
+        settings = replace(settings, num_chains=int(num_chains))
+    if num_draws is not None:
+        settings = replace(settings, num_draws=int(num_draws))
+    os.makedirs(out, exist_ok=True)
+
+    task = make_modular_task("mlp", p=settings.p, train_frac=settings.train_frac, seed=seed)
+    rec = _train(out, settings, seed, task, restart, log)
+    history = {h["step"]: {k: h[k] for k in ("train_loss", "test_loss", "train_acc", "test_acc")}
+               for h in rec["history"]}
+
+    log(f"LLC at {len(history)} checkpoints ({settings.num_chains} chains × {settings.num_draws} draws, "
+        f"ε={settings.step_size:g}, nβ={settings.nbeta:g}, γ={settings.localization:g}) ...")
+    t_llc = time.perf_counter()
+    meta = {"demo": "grokking", "mode": mode, "seed": seed, "p": settings.p, "train_frac": settings.train_frac,
+            "num_steps": settings.num_steps}
+    traj = llc_trajectory(
+        task.loss_fn, os.path.join(out, "checkpoints"), task.train_data, out=os.path.join(out, "llc.jsonl"),
+        template=task.params, step_size=settings.step_size, nbeta=settings.nbeta, localization=settings.localization,
+        num_chains=settings.num_chains, num_draws=settings.num_draws, num_burnin=settings.num_burnin,
+        batch_size=settings.llc_batch, seed=seed, acceptance_checks=settings.acceptance_checks,
+        metrics=history, meta=meta, restart=restart, progress=progress,
+    )
+    llc_seconds = time.perf_counter() - t_llc
+    log(f"LLC: done in {llc_seconds:.1f} s ({len(traj)} checkpoints, {len(traj.failed)} failed)")
+
+    report = build_report(traj, settings, mode=mode, seed=seed, num_params=task.meta["num_params"])
+    report["timing"] = {
+        "train_seconds": rec["wall_seconds"],
+        "llc_seconds_this_run": llc_seconds,
+        "llc_compute_seconds": float(sum(t.get("compile_seconds", 0) + t.get("sample_seconds", 0) for t in traj.timing)),
+        "total_seconds_this_run": time.perf_counter() - t_start,
+    }
+    fig = plot_grokking(
+        traj.steps, traj.llc_mean, traj.llc_std, traj.metrics, transitions=report["_transitions"],
+        grokking_step=report["grokking_step"], memorization_step=report["memorization_step"],
+        title=f"Grokking, modular addition p={settings.p} (seed {seed}, {mode})", path=os.path.join(out, "llc.png"),
+    )
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    report.pop("_transitions")
+    report["timing"]["total_seconds_this_run"] = time.perf_counter() - t_start
+    _atomic_json(os.path.join(out, "report.json"), report)
+    from slt.checkpoints import _atomic_write_bytes
+
+    _atomic_write_bytes(os.path.join(out, "report.md"), report_markdown(report).encode())
+    log(f"wrote {out}/report.json, report.md, llc.png in {report['timing']['total_seconds_this_run']:.1f} s")
+    return report
+
+
+def build_report(traj, settings: DemoSettings, *, mode: str, seed: int, num_params: int | None = None) -> dict:
+    """The report dict (plus ``_transitions``, the Transition objects, for plotting)."""
+    steps = [int(s) for s in traj.steps]
+    m = traj.metrics
+    grok = first_step_reaching(steps, m.get("test_acc", []))
+    memo = first_step_reaching(steps, m.get("train_acc", []))
+    transitions, note = [], None
+    if len(traj) >= 6:
+        values = {"llc": traj.llc_mean}
+        for name in SIGNALS[1:]:
+            if name in m:
+                v = m[name]
+                values[name] = np.log(np.maximum(v, 1e-12)) if name.endswith("loss") else v
+        keep = traj.steps > 0
+        for v in values.values():
+            keep &= np.isfinite(v)
+        keep &= np.isfinite(traj.llc_sem)
+        from slt.transitions import detect_transitions
+
+        try:
+            transitions = detect_transitions(
+                traj.steps[keep].astype(float), {k: v[keep] for k, v in values.items()},
+                stds={"llc": traj.llc_sem[keep]}, threshold=settings.threshold,
+            )
+        except ValueError as err:
+            note = f"transition detection skipped: {err}"
+    else:
+        note = f"transition detection needs ≥ 6 checkpoints, have {len(traj)}"
+
+    llc = traj.llc_mean
+    finite = np.isfinite(llc)
+    peak_i = int(np.nanargmax(np.where(finite, llc, -np.inf))) if finite.any() else None
+
+    def at(step):
+        if step is None:
+            return None
+        i = steps.index(step)
+        return {"step": step, "llc_mean": float(llc[i]), "llc_std": float(traj.llc_std[i])}
+
+    report = {
+        "demo": "grokking",
+        "mode": mode,
+        "seed": seed,
+        "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(settings).items()},
+        "num_params": num_params,
+        "steps": steps,
+        "llc_mean": traj.llc_mean,
+        "llc_std": traj.llc_std,
+        "llc_sem": traj.llc_sem,
+        "train_loss": m.get("train_loss"),
+        "test_loss": m.get("test_loss"),
+        "train_acc": m.get("train_acc"),
+        "test_acc": m.get("test_acc"),
+        "memorization_step": memo,
+        "grokking_step": grok,
+        "llc_peak": at(steps[peak_i]) if peak_i is not None else None,
+        "llc_at_grokking": at(grok),
+        "llc_final": at(steps[-1]) if steps else None,
+        "transitions": [t.to_dict() for t in transitions],
+        "transitions_text": [t.describe() for t in transitions],
+        "failed": traj.failed,
+        "warnings": {int(s): d.get("warnings") for s, d in zip(steps, traj.diagnostics) if d.get("warnings")},
+    }
+    if note:
+        report["transitions_note"] = note
+    out = jsonable(report)
+    out["_transitions"] = transitions
+    return out
+
+
+def report_markdown(r: dict) -> str:
+    """Human-readable report (Markdown)."""
+    s = r["settings"]
+
+    def f(x, fmt=".3g"):
+        return "—" if x is None else format(x, fmt)
+
+    def llc_at(key):
+        v = r.get(key)
+        return "—" if not v else f"{v['llc_mean']:.1f} ± {v['llc_std']:.1f} at step {v['step']}"
+
+    lines = [
+        f"# Grokking demo ({r['mode']}, seed {r['seed']})",
+        "",
+        f"Modular addition mod {s['p']}, train fraction {s['train_frac']}, MLP (embed 12, hidden 48, GELU); "
+        f"Adam lr 5e-3, coupled weight decay 2e-4, batch {s['train_batch']}, {s['num_steps']} steps, "
+        f"{len(r['steps'])} checkpoints.",
+        f"LLC: SGLD ε = {s['step_size']:g}, nβ = {s['nbeta']:g}, γ = {s['localization']:g}, batch {s['llc_batch']}, "
+        f"{s['num_chains']} chains × {s['num_draws']} draws.",
+        "",
+        "![LLC, accuracy and loss over training](llc.png)",
+        "",
+        "## Summary",
+        "",
+        f"- train accuracy ≥ 0.95 first at step **{f(r['memorization_step'], 'd')}** (memorisation)",
+        f"- test accuracy ≥ 0.95 first at step **{f(r['grokking_step'], 'd')}** (grokking)",
+        f"- LLC peak: {llc_at('llc_peak')}",
+        f"- LLC when test accuracy reaches 0.95: {llc_at('llc_at_grokking')}",
+        f"- LLC at the end: {llc_at('llc_final')}",
+        f"- time: training {f(r['timing']['train_seconds'], '.0f')} s, LLC {f(r['timing']['llc_compute_seconds'], '.0f')} s "
+        f"(compute), this run {f(r['timing']['total_seconds_this_run'], '.0f')} s in total",
+        "",
+        "## Transitions",
+        "",
+    ]
+    if r["transitions_text"]:
+        lines += [f"- {t}" for t in r["transitions_text"]]
+    else:
+        lines.append(f"- none detected{' (' + r['transitions_note'] + ')' if r.get('transitions_note') else ''}")
+    if r["failed"]:
+        lines += ["", "## Failed checkpoints", ""] + [f"- step {x['step']}: {x['error']}" for x in r["failed"]]
+    lines += ["", "## Per checkpoint", "", "| step | LLC | ± sd | train acc | test acc | train loss | test loss |",
+              "|---:|---:|---:|---:|---:|---:|---:|"]
+    for i, step in enumerate(r["steps"]):
+        def col(k, fmt):
+            v = r.get(k)
+            return f(v[i] if v else None, fmt)
+
+        lines.append(f"| {step} | {col('llc_mean', '.2f')} | {col('llc_std', '.2f')} | {col('train_acc', '.3f')} | "
+                     f"{col('test_acc', '.3f')} | {col('train_loss', '.3g')} | {col('test_loss', '.3g')} |")
+    return "\n".join(lines) + "\n"

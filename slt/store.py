@@ -1,0 +1,276 @@
+"""Append-only, crash-safe store of per-checkpoint results (JSON Lines).
+
+Format (one JSON object per line, UTF-8)::
+
+    {"format": "slt-trajectory", "version": 1, "config": {...}, "meta": {...}, "created": "..."}
+    {"step": 0, "status": "ok", "llc_mean": 14.1, "llc_std": 0.3, "llc_per_chain": [...], ...}
+    {"step": 500, "status": "failed", "source": "ckpt/step_000500.safetensors", "error": "..."}
+    ...
+
+* The first line (the header) records everything that determined the results
+  (sampler hyperparameters, data fingerprint, caller metadata). It is written
+  atomically (temporary file + ``os.replace``): a store either has a full header
+  or does not exist.
+* Each later line is one finished checkpoint, appended with a single
+  ``write`` followed by ``flush`` and ``fsync`` the moment it is done, so a kill
+  at any moment loses at most the line being written. A torn last line (no
+  trailing newline, or not valid JSON) is detected, ignored, and cut off before
+  the next append.
+* Reopening with a different header ``config``/``meta`` raises
+  :class:`StoreMismatchError` naming what changed; ``restart=True`` moves the
+  old store aside (``FILE.1``, ``FILE.2``, ...) and starts a new one. Results
+  made under different settings are never mixed in one file.
+* For a step written more than once (a failed checkpoint retried), the last
+  line wins.
+* While a sweep writes to a store it holds an exclusive ``flock`` on it; a
+  second writer is refused.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import tempfile
+from typing import Any, Iterable
+
+import numpy as np
+
+from slt.validation import SLTInputError
+
+__all__ = ["TrajectoryStore", "StoreError", "StoreMismatchError", "read_store", "FORMAT", "VERSION"]
+
+FORMAT = "slt-trajectory"
+VERSION = 1
+
+
+class StoreError(SLTInputError):
+    """A trajectory store cannot be read or written as asked."""
+
+
+class StoreMismatchError(StoreError):
+    """The store was made with different settings than the current run."""
+
+
+def jsonable(obj: Any) -> Any:
+    """Plain-JSON form: numpy → Python, tuples → lists, NaN/Inf → None."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    if hasattr(obj, "shape") and np.shape(obj) == ():  # jax scalar
+        return jsonable(np.asarray(obj).item())
+    return obj
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(jsonable(obj), separators=(",", ":"), allow_nan=False)
+
+
+def _parse_lines(raw: bytes, path: str) -> tuple[dict | None, list[dict], int, bool]:
+    """(header, records, length of the intact prefix in bytes, torn?)."""
+    header, records = None, []
+    good_end, pos, torn = 0, 0, False
+    while pos < len(raw):
+        nl = raw.find(b"\n", pos)
+        if nl < 0:  # no newline: a write was cut short
+            torn = True
+            break
+        line = raw[pos:nl].strip()
+        pos = nl + 1
+        if not line:
+            good_end = pos
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            if not raw[pos:].strip():  # the last line only: a write cut short
+                torn = True
+                break
+            lineno = raw.count(b"\n", 0, nl) + 1
+            raise StoreError(f"{path}: line {lineno} is not valid JSON; the store is corrupt") from None
+        if header is None:
+            if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+                raise StoreError(f"{path}: not an slt trajectory store (first line is not a {FORMAT!r} header)")
+            if obj.get("version", 0) > VERSION:
+                raise StoreError(f"{path}: store version {obj.get('version')} is newer than this slt (reads ≤ {VERSION})")
+            header = obj
+        else:
+            records.append(obj)
+        good_end = pos
+    return header, records, good_end, torn
+
+
+def read_store(path: str | os.PathLike) -> tuple[dict, list[dict]]:
+    """(header, records) of a store; a torn last line is ignored. Read-only."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise StoreError(f"{path}: no such trajectory store")
+    with open(path, "rb") as f:
+        raw = f.read()
+    header, records, _, _ = _parse_lines(raw, path)
+    if header is None:
+        raise StoreError(f"{path}: empty trajectory store (no header line)")
+    return header, records
+
+
+def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in sorted(set(old) | set(new)):
+            name = f"{prefix}.{k}" if prefix else k
+            if k not in old:
+                out.append(f"{name}: not in the store, now {new[k]!r}")
+            elif k not in new:
+                out.append(f"{name}: store has {old[k]!r}, now unset")
+            else:
+                out += _diff(old[k], new[k], name)
+        return out
+    return [] if old == new else [f"{prefix}: store has {old!r}, now {new!r}"]
+
+
+class TrajectoryStore:
+    """Writer for one store file; use as a context manager.
+
+    ``TrajectoryStore(path, config, meta).open()`` creates the file (header
+    only) or reopens it, checking that ``config`` and ``meta`` match the header.
+    ``done()`` gives ``{step: record}`` of what is already there;
+    ``append(record)`` adds one line durably.
+    """
+
+    def __init__(self, path: str | os.PathLike, config: dict, meta: dict | None = None, *, restart: bool = False):
+        self.path = os.fspath(path)
+        self.config = json.loads(_dumps(config))
+        self.meta = json.loads(_dumps(meta or {}))
+        self.restart = restart
+        self.header: dict | None = None
+        self.records: list[dict] = []
+        self.moved_to: str | None = None
+        self._fh = None
+
+    # -- lifecycle -------------------------------------------------------
+    def __enter__(self) -> "TrajectoryStore":
+        return self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def open(self) -> "TrajectoryStore":
+        if os.path.isdir(self.path):
+            raise StoreError(f"{self.path}: is a directory; pass a file path for the store (e.g. {self.path}/llc.jsonl)")
+        if os.path.exists(self.path):
+            header, records, good_end, torn = self._read()
+            if header is not None:
+                problems = _diff(header.get("config", {}), self.config) + _diff(header.get("meta", {}), self.meta, "meta")
+                if problems and not self.restart:
+                    raise StoreMismatchError(
+                        f"{self.path} was made with different settings ({'; '.join(problems[:4])}"
+                        f"{'; ...' if len(problems) > 4 else ''}); use another output file, or restart to move it "
+                        "aside and start a new store"
+                    )
+                if problems:
+                    self._move_aside()
+                else:
+                    self.header, self.records = header, records
+                    self._fh = open(self.path, "r+b")
+                    self._lock()
+                    if torn:  # cut the torn tail so the next line starts clean
+                        self._fh.truncate(good_end)
+                        os.fsync(self._fh.fileno())
+                    self._fh.seek(0, os.SEEK_END)
+                    return self
+        self._create()
+        return self
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()  # releases the flock
+            self._fh = None
+
+    # -- reading/writing -----------------------------------------------------
+    def done(self, *, include_failed: bool = False) -> dict[int, dict]:
+        """``{step: last record}``; failed ones only with ``include_failed``."""
+        out: dict[int, dict] = {}
+        for rec in self.records:
+            out[rec["step"]] = rec
+        return out if include_failed else {s: r for s, r in out.items() if r.get("status") == "ok"}
+
+    def append(self, record: dict) -> None:
+        """Write one record as one line, then flush and fsync."""
+        if self._fh is None:
+            raise StoreError(f"{self.path}: store is not open")
+        line = (_dumps(record) + "\n").encode()
+        self._fh.write(line)
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self.records.append(json.loads(line))
+
+    # -- internals -----------------------------------------------------------
+    def _read(self):
+        with open(self.path, "rb") as f:
+            raw = f.read()
+        if not raw.strip():
+            return None, [], 0, False
+        return _parse_lines(raw, self.path)
+
+    def _lock(self) -> None:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            return
+        try:
+            fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._fh.close()
+            self._fh = None
+            raise StoreError(f"{self.path}: another process is writing to this store") from None
+
+    def _move_aside(self) -> None:
+        i = 1
+        while os.path.exists(f"{self.path}.{i}"):
+            i += 1
+        os.replace(self.path, f"{self.path}.{i}")
+        self.moved_to = f"{self.path}.{i}"
+
+    def _create(self) -> None:
+        header = {
+            "format": FORMAT,
+            "version": VERSION,
+            "config": self.config,
+            "meta": self.meta,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        d = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(d, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(self.path), dir=d)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write((_dumps(header) + "\n").encode())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        self.header, self.records = json.loads(_dumps(header)), []
+        self._fh = open(self.path, "r+b")
+        self._lock()
+        self._fh.seek(0, os.SEEK_END)
+
+
+def records_by_step(records: Iterable[dict]) -> dict[int, dict]:
+    """Last record per step, in step order."""
+    out: dict[int, dict] = {}
+    for rec in records:
+        out[rec["step"]] = rec
+    return dict(sorted(out.items()))
