@@ -25,6 +25,7 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from slt.models.train import Task
@@ -55,24 +56,29 @@ def to_theory_widths(widths: Sequence[int]) -> list[int]:
     return [int(w) for w in reversed(list(widths))]
 
 
-def make_target_kernels(widths: Sequence[int], rank: int, key) -> list[jax.Array]:
+def _rng(seed_or_rng) -> np.random.Generator:
+    return seed_or_rng if isinstance(seed_or_rng, np.random.Generator) else np.random.default_rng(seed_or_rng)
+
+
+def make_target_kernels(widths: Sequence[int], rank: int, rng=0) -> list[np.ndarray]:
     """Kernels W_s = P_s Q_sᵀ, each of rank ``rank``, product of rank ``rank``.
 
-    P_s ~ N(0, 1/h_in), Q_s ~ N(0, 1/r) entrywise, so each layer roughly keeps
-    the scale of its input. ``rank=0`` gives all-zero kernels.
+    P_s ~ N(0, 1/h_in), Q_s ~ N(0, 1/r) entrywise (numpy ``rng``: a seed or a
+    ``np.random.Generator``), so each layer roughly keeps the scale of its
+    input. ``rank=0`` gives all-zero kernels. float32 arrays [h_in, h_out].
     """
     widths = [int(w) for w in widths]
     if not 0 <= rank <= min(widths):
         raise ValueError(f"rank must be in [0, min(widths)={min(widths)}], got {rank}")
+    rng = _rng(rng)
     kernels = []
-    for key_s, (h_in, h_out) in zip(jax.random.split(key, len(widths) - 1), zip(widths[:-1], widths[1:])):
+    for h_in, h_out in zip(widths[:-1], widths[1:]):
         if rank == 0:
-            kernels.append(jnp.zeros((h_in, h_out), jnp.float32))
+            kernels.append(np.zeros((h_in, h_out), np.float32))
             continue
-        kp, kq = jax.random.split(key_s)
-        P = jax.random.normal(kp, (h_in, rank)) / jnp.sqrt(h_in)
-        Q = jax.random.normal(kq, (h_out, rank)) / jnp.sqrt(rank)
-        kernels.append(P @ Q.T)
+        P = rng.standard_normal((h_in, rank)) / np.sqrt(h_in)
+        Q = rng.standard_normal((h_out, rank)) / np.sqrt(rank)
+        kernels.append((P @ Q.T).astype(np.float32))
     return kernels
 
 
@@ -80,16 +86,16 @@ def product(params) -> jax.Array:
     """The end-to-end matrix W₁⋯W_L ([d_in, d_out]) of DLN params."""
     layers = params["layers"]
     kernels = [layers[i]["kernel"] for i in sorted(layers)] if isinstance(layers, dict) else [l["kernel"] for l in layers]
-    out = kernels[0]
+    out = jnp.asarray(kernels[0])
     for k in kernels[1:]:
         out = out @ k
     return out
 
 
-def dln_data(target: jax.Array, n: int, key, *, low: float = -10.0, high: float = 10.0) -> dict:
+def dln_data(target, n: int, rng=0, *, low: float = -10.0, high: float = 10.0) -> dict:
     """No-noise data: x ~ U[low, high]^d_in, y = x·target. ``{"x": [n, d_in], "y": [n, d_out]}``."""
-    x = jax.random.uniform(key, (n, target.shape[0]), jnp.float32, low, high)
-    return {"x": x, "y": x @ target}
+    x = _rng(rng).uniform(low, high, (n, np.shape(target)[0])).astype(np.float32)
+    return {"x": jnp.asarray(x), "y": jnp.asarray(x) @ jnp.asarray(target)}
 
 
 def dln_loss(pred, y):
@@ -100,17 +106,6 @@ def dln_loss(pred, y):
 @functools.lru_cache(maxsize=64)
 def _graphdef(widths: tuple[int, ...]):
     return nnx.split(nnx.eval_shape(lambda: DLN(widths, rngs=nnx.Rngs(0))))[0]
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1, 2))  # one compilation per (widths, rank, n)
-def _generate(widths, rank, n, key):
-    k_target, k_data = jax.random.split(key)
-    kernels = make_target_kernels(widths, rank, k_target)
-    params = {"layers": {i: {"kernel": k} for i, k in enumerate(kernels)}}
-    target = product(params)
-    x = dln_data(target, n, k_data)["x"]
-    # y from the network's own forward pass, so that L(w*) is 0 to rounding.
-    return params, target, {"x": x, "y": nnx.merge(_graphdef(widths), params)(x)}
 
 
 def make_dln_task(widths: Sequence[int], rank: int, n: int, seed: int = 0) -> Task:
@@ -128,7 +123,13 @@ def make_dln_task(widths: Sequence[int], rank: int, n: int, seed: int = 0) -> Ta
     def loss_fn(params, batch):
         return dln_loss(nnx.merge(graphdef, params)(batch["x"]), batch["y"])
 
-    params, target, data = _generate(tuple(widths), int(rank), int(n), jax.random.key(seed))
+    rng = np.random.default_rng(seed)
+    kernels = make_target_kernels(widths, rank, rng)
+    params = {"layers": {i: {"kernel": jnp.asarray(k)} for i, k in enumerate(kernels)}}
+    target = product(params)
+    x = jnp.asarray(rng.uniform(-10.0, 10.0, (int(n), widths[0])).astype(np.float32))
+    # y from the network's own forward pass, so that L(w*) is 0 to rounding.
+    data = {"x": x, "y": jax.jit(lambda p, x: nnx.merge(graphdef, p)(x))(params, x)}
 
     lam = mult = None
     try:

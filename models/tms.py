@@ -55,12 +55,16 @@ def tms_loss(params, batch):
     return jnp.mean(jnp.sum((x - tms_forward(params, x)) ** 2, axis=-1))
 
 
-def tms_data(c: int, n: int, key) -> dict:
-    """n inputs, each u·e_i with i ~ U{0..c-1}, u ~ U[0, 1]: ``{"x": [n, c]}``."""
-    ki, ku = jax.random.split(key)
-    idx = jax.random.randint(ki, (n,), 0, c)
-    u = jax.random.uniform(ku, (n,))
-    return {"x": jax.nn.one_hot(idx, c) * u[:, None]}
+def tms_data(c: int, n: int, rng=0) -> dict:
+    """n inputs, each u·e_i with i ~ U{0..c-1}, u ~ U[0, 1]: ``{"x": [n, c]}``.
+
+    ``rng``: a seed or a ``np.random.Generator``.
+    """
+    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    idx = rng.integers(0, c, n)
+    x = np.zeros((n, c), np.float32)
+    x[np.arange(n), idx] = rng.uniform(0.0, 1.0, n)
+    return {"x": jnp.asarray(x)}
 
 
 def _population_loss(W, b, xp):
@@ -91,7 +95,6 @@ def population_loss(params) -> jax.Array:
 
 
 _jit_population_loss = jax.jit(population_loss)
-_jit_tms_data = jax.jit(tms_data, static_argnums=(0, 1))
 
 
 def _kgon_arrays(c, k, radius, bias, inactive_bias, phase, xp=np):
@@ -173,8 +176,8 @@ def make_tms_task(c: int = 6, n: int = 1000, seed: int = 0, init="random", *, in
     ``meta``: c, n, ``population_loss`` of the params, ``k``/``plus`` and the
     expected ``lam`` for k-gons ((3k-1)/2, + 3/2 per positive missing bias).
     """
-    k_data, k_init = jax.random.split(jax.random.key(seed))
-    data = _jit_tms_data(c, n, k_data)
+    rng = np.random.default_rng(seed)
+    data = tms_data(c, n, rng)
     meta = {"c": c, "n": n, "seed": seed, "init": init, "k": None, "plus": None, "lam": None}
     if isinstance(init, str) and init != "random":
         plus = init.endswith("+")
@@ -187,7 +190,7 @@ def make_tms_task(c: int = 6, n: int = 1000, seed: int = 0, init="random", *, in
         params = kgon_params(c, k, plus=plus)
         meta.update(k=k, plus=plus, lam=(3 * k - 1) / 2 + (1.5 * (c - k) if plus else 0.0))
     elif isinstance(init, str):
-        params = {"W": init_scale * jax.random.normal(k_init, (2, c)), "b": jnp.zeros((c,))}
+        params = {"W": jnp.asarray(init_scale * rng.standard_normal((2, c)), jnp.float32), "b": jnp.zeros((c,))}
     else:
         params = jax.tree_util.tree_map(jnp.asarray, dict(init))
         meta["init"] = "params"
