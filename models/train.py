@@ -150,7 +150,8 @@ def train(
             params = model_or_params
     except ImportError:  # pragma: no cover
         params = model_or_params
-    params = jax.tree_util.tree_map(jnp.asarray, params)
+    # A private copy: the carry is donated, the caller's arrays must survive.
+    params = jax.tree_util.tree_map(lambda x: jnp.array(x, copy=True), params)
 
     num_steps = int(num_steps)
     steps = sorted({int(s) for s in (checkpoint_steps if checkpoint_steps is not None else linear_steps(num_steps, 11))})
