@@ -1,28 +1,50 @@
 """Run many chains of one sampler as one compiled program.
 
-``lax.scan`` over steps × ``vmap`` over chains; minibatches are drawn on the
-device; only scalars are recorded per step (the minibatch loss, and every
-few steps the MALA acceptance probability of the proposal). The compiled
-program is cached on (loss function, settings, shapes), so a second run with
-the same shapes never recompiles; all numbers (ε, nβ, γ) are traced,
-per-chain inputs.
+``lax.scan`` over steps × ``vmap`` over chains (× ``shard_map`` over devices,
+see :mod:`slt.sharding`); minibatches are drawn on the device; only scalars
+are recorded per step (the minibatch loss, and every few steps the MALA
+acceptance probability of the proposal), so memory is O(chains × params)
+whatever the number of steps. The compiled program is cached on (loss
+function, settings, shapes), so a second run with the same shapes never
+recompiles; all numbers (ε, nβ, γ) are traced, per-chain inputs.
+
+Randomness: chain c has its own key; step t of chain c uses
+``fold_in(key_c, t)`` split into a minibatch key and a move key (see
+:func:`step_keys`), so results do not depend on how chains are placed on
+devices, and a run continued from its :class:`ChainState` equals one long run.
+
+Data larger than device memory: ``stream_chunks=K`` keeps the data on the
+host and feeds each K-step chunk a host-gathered [K, chains, batch] block
+(the same minibatch indices as the in-memory run), carrying the sampler
+state between chunks.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec as P
 
+from slt import sharding as shard
 from slt.posterior import Hyperparameters, Target, make_target
 from slt.samplers.base import get_sampler
 
 PyTree = Any
+
+#: PRNG implementation of the sampling program when ``RunConfig.prng_impl`` is None
+#: (environment variable ``SLT_PRNG_IMPL`` overrides). See docs/performance.md.
+DEFAULT_PRNG_IMPL = os.environ.get("SLT_PRNG_IMPL", "threefry2x32")
+#: Threefry in its non-partitionable form: each chain's noise is drawn on one
+#: device, so the partitionable variant (about twice the work per bit) buys nothing.
+THREEFRY_PARTITIONABLE = False
+_INIT_FOLD = 2**31 - 1  # fold_in tag of the key that initialises a chain (never a step index)
 
 
 @dataclass(frozen=True)
@@ -37,6 +59,17 @@ class RunConfig:
     acceptance_every: int = 0  # check the MALA acceptance every k steps; 0 = never
     progress_every: int = 0  # advance the progress bar every k steps; 0 = no bar
     center_per_chain: bool = False  # center leaves carry a leading [num_chains] axis (several checkpoints in one run)
+    prng_impl: str | None = None  # jax.random implementation ("threefry2x32", "rbg", "unsafe_rbg"); None = DEFAULT_PRNG_IMPL
+
+
+class ChainState(NamedTuple):
+    """Where a run stopped; ``run_chains(..., init_state=state)`` continues it exactly."""
+
+    sampler_state: PyTree  # per-chain sampler state (leading [num_chains] axis)
+    divergent_step: Any  # [chains] first non-finite step, -1 if none
+    step: int  # global index of the next step
+    chain_keys: Any  # [chains, key words] raw per-chain keys
+    prng_impl: str
 
 
 @dataclass
@@ -50,6 +83,7 @@ class SamplingResult:
     compile_seconds: float
     sample_seconds: float
     extras: dict = field(default_factory=dict)
+    final_state: ChainState | None = None  # with run_chains(..., return_state=True)
 
 
 def langevin_acceptance(target: Target, w, w_new, precond, batch, hp) -> jax.Array:
@@ -75,47 +109,117 @@ def langevin_acceptance(target: Target, w, w_new, precond, batch, hp) -> jax.Arr
     return jnp.exp(jnp.minimum(0.0, log_alpha))
 
 
+# ----------------------------------------------------------------------------
+# keys and minibatches (shared with bench/speed.py's floor and the streaming path)
+# ----------------------------------------------------------------------------
+
+
+def prng_impl(config: RunConfig) -> str:
+    return config.prng_impl or DEFAULT_PRNG_IMPL
+
+
+def chain_keys(seed: int | jax.Array, num_chains: int, impl: str = "threefry2x32") -> np.ndarray:
+    """Raw per-chain keys [num_chains, words] of PRNG ``impl`` from an int seed or a key."""
+    if isinstance(seed, (int, np.integer)):
+        base = jax.random.key(int(seed), impl=impl)
+    else:
+        seed = seed if isinstance(seed, jax.Array) else jnp.asarray(seed)
+        if jax.dtypes.issubdtype(seed.dtype, jax.dtypes.prng_key):
+            same = str(jax.random.key_impl(seed)) == str(jax.random.key_impl(jax.random.key(0, impl=impl)))
+            data = None if same else jax.random.key_data(seed)
+            base = seed if same else None
+        else:
+            data, base = seed, None
+        if base is None:  # a raw key (e.g. jax.random.PRNGKey(s)): threefry words, re-keyed for ``impl``
+            words = jnp.asarray(data, jnp.uint32).reshape(-1)
+            tf = jax.random.wrap_key_data(words[:2], impl="threefry2x32")
+            for w in words[2:]:
+                tf = jax.random.fold_in(tf, w)
+            need = jax.random.key_data(jax.random.key(0, impl=impl)).shape[-1]
+            if need == 2:
+                base = jax.random.wrap_key_data(jax.random.key_data(tf), impl=impl)
+            else:
+                more = jax.random.key_data(jax.random.split(tf, need // 2)).reshape(-1)
+                base = jax.random.wrap_key_data(more, impl=impl)
+    return np.asarray(jax.random.key_data(jax.random.split(base, num_chains)))
+
+
+def step_keys(key: jax.Array, step) -> tuple[jax.Array, jax.Array]:
+    """(minibatch key, move key) of one chain at global step ``step``."""
+    k_batch, k_move = jax.random.split(jax.random.fold_in(key, step))
+    return k_batch, k_move
+
+
+def minibatch_indices(key: jax.Array, batch_size: int, n: int) -> jax.Array:
+    """The example indices of one minibatch (with replacement)."""
+    return jax.random.randint(key, (batch_size,), 0, n)
+
+
+def draw_minibatch(data: PyTree, key: jax.Array, batch_size: int) -> PyTree:
+    """A minibatch of ``batch_size`` examples (the full data when ``batch_size >= n``)."""
+    n = jax.tree.leaves(data)[0].shape[0]
+    if batch_size >= n:
+        return data
+    idx = minibatch_indices(key, batch_size, n)
+    return jax.tree.map(lambda x: jnp.take(x, idx, axis=0), data)
+
+
+# ----------------------------------------------------------------------------
+# the compiled program
+# ----------------------------------------------------------------------------
+
 _progress_bar: list = [None]
 
 
 def _progress_tick(step, every):
     bar = _progress_bar[0]
     if bar is not None:
-        bar.update(int(every))
+        bar.update(float(every))
 
 
-def _program(center, init_positions, data, hyper, chain_keys, *, loss_fn, log_prior, config: RunConfig):
+def _local_program(
+    center, init, data, hyper, raw_keys, start_step, divergent, batches,
+    *, loss_fn, log_prior, config: RunConfig, fresh: bool, return_states: bool, num_devices: int,
+):
+    """The program on one device: its chains are the leading axis of ``raw_keys``."""
     algo = get_sampler(config.sampler)
     options = dict(config.sampler_options)
-    n = jax.tree.leaves(data)[0].shape[0]
-    full_batch = config.batch_size >= n
+    impl = prng_impl(config)
+    num_chains = raw_keys.shape[0]
     center_axis = 0 if config.center_per_chain else None
+    streamed = batches is not None
+    keys = jax.vmap(lambda k: jax.random.wrap_key_data(k, impl=impl))(raw_keys)
 
-    def draw_batch(key):
-        if full_batch:
-            return data
-        idx = jax.random.randint(key, (config.batch_size,), 0, n)
-        return jax.tree.map(lambda x: jnp.take(x, idx, axis=0), data)
+    def chain_batch(key, step, streamed_batch):
+        if streamed:
+            return streamed_batch
+        return draw_minibatch(data, step_keys(key, step)[0], config.batch_size)
 
-    if init_positions is None:
-        if config.center_per_chain:
-            init_positions = center
-        else:
-            init_positions = jax.tree.map(lambda x: jnp.broadcast_to(x, (config.num_chains,) + x.shape), center)
+    if fresh:
+        if init is None:
+            init = center if config.center_per_chain else jax.tree.map(
+                lambda x: jnp.broadcast_to(x, (num_chains,) + x.shape), center
+            )
+        first = None if not streamed else jax.tree.map(lambda x: x[0], batches)
 
-    def init_chain(position, key, hp, chain_center):
-        key = jax.random.fold_in(key, config.num_steps)
-        target = make_target(loss_fn, chain_center, log_prior)
-        return algo.init(position, key, draw_batch(key), hp, target, **options)
+        def init_chain(position, key, hp, chain_center, batch):
+            target = make_target(loss_fn, chain_center, log_prior)
+            batch = chain_batch(key, start_step, batch)
+            return algo.init(position, jax.random.fold_in(key, _INIT_FOLD), batch, hp, target, **options)
 
-    states = jax.vmap(init_chain, in_axes=(0, 0, 0, center_axis))(init_positions, chain_keys, hyper, center)
+        states = jax.vmap(init_chain, in_axes=(0, 0, 0, center_axis, 0 if streamed else None))(
+            init, keys, hyper, center, first
+        )
+        divergent = jnp.full((num_chains,), -1, jnp.int32)
+    else:
+        states = init
     check_acceptance = algo.LANGEVIN_PROPOSAL and config.acceptance_every > 0
 
-    def chain_step(state, key, hp, chain_center, step, check):
+    def chain_step(state, key, hp, chain_center, step, check, batch):
         target = make_target(loss_fn, chain_center, log_prior)
         kernel = algo.build_kernel(target, **options)
-        k_batch, k_move = jax.random.split(jax.random.fold_in(key, step))
-        batch = draw_batch(k_batch)
+        k_batch, k_move = step_keys(key, step)
+        batch = batch if streamed else draw_minibatch(data, k_batch, config.batch_size)
         new_state, info = kernel(k_move, state, batch, hp)
         if check_acceptance:
             nan = jnp.full((), jnp.nan, info.loss.dtype)
@@ -130,30 +234,48 @@ def _program(center, init_positions, data, hyper, chain_keys, *, loss_fn, log_pr
             acc = jnp.asarray(info.acceptance, info.loss.dtype)
         return new_state, (info.loss, acc)
 
-    step_all = jax.vmap(chain_step, in_axes=(0, 0, 0, center_axis, None, None))
+    step_all = jax.vmap(chain_step, in_axes=(0, 0, 0, center_axis, None, None, 0 if streamed else None))
 
-    def body(carry, step):
+    def body(carry, xs):
         states, divergent_step = carry
+        step, batch = xs
         check = (step % max(config.acceptance_every, 1)) == 0
-        states, (loss, acc) = step_all(states, chain_keys, hyper, center, step, check)
+        states, (loss, acc) = step_all(states, keys, hyper, center, step, check, batch)
         bad = ~jnp.isfinite(loss)
         divergent_step = jnp.where(bad & (divergent_step < 0), step, divergent_step)
         if config.progress_every:
             jax.lax.cond(
                 (step + 1) % config.progress_every == 0,
-                lambda: jax.debug.callback(_progress_tick, step, config.progress_every),
+                lambda: jax.debug.callback(_progress_tick, step, config.progress_every / num_devices),
                 lambda: None,
             )
         return (states, divergent_step), (loss, acc)
 
-    divergent0 = jnp.full((config.num_chains,), -1, jnp.int32)
-    (_, divergent_step), (losses, accs) = jax.lax.scan(
-        body, (states, divergent0), jnp.arange(config.num_steps, dtype=jnp.int32)
+    steps = start_step + jnp.arange(config.num_steps, dtype=jnp.int32)
+    (states, divergent), (losses, accs) = jax.lax.scan(body, (states, divergent), (steps, batches))
+    out = (losses.T, accs.T, divergent)
+    return out + (states,) if return_states else out
+
+
+def _program(center, init, data, hyper, raw_keys, start_step, divergent, batches, *, mesh=None, **static):
+    """The whole sampling program; with a mesh, :func:`jax.shard_map` over the ``"chain"`` axis."""
+    if mesh is None:
+        return _local_program(center, init, data, hyper, raw_keys, start_step, divergent, batches, num_devices=1, **static)
+    chain, rep = P(shard.CHAIN_AXIS), P()
+    in_specs = (
+        chain if static["config"].center_per_chain else rep,
+        chain, rep, chain, chain, rep, chain, P(None, shard.CHAIN_AXIS),
     )
-    return losses.T, accs.T, divergent_step
+    out_specs = (chain, chain, chain) + ((chain,) if static["return_states"] else ())
+    body = jax.shard_map(
+        lambda *a: _local_program(*a, num_devices=mesh.size, **static),
+        mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False,
+    )
+    return body(center, init, data, hyper, raw_keys, start_step, divergent, batches)
 
 
-_jitted_program = jax.jit(_program, static_argnames=("loss_fn", "log_prior", "config"))
+_STATIC = ("loss_fn", "log_prior", "config", "fresh", "return_states", "mesh")
+_jitted_program = jax.jit(_program, static_argnames=_STATIC)
 _compiled_cache: OrderedDict = OrderedDict()
 _CACHE_SIZE = 32
 
@@ -163,19 +285,78 @@ def _abstract_key(tree) -> tuple:
     return (treedef, tuple((np.shape(x), jnp.result_type(x), getattr(x, "sharding", None)) for x in leaves))
 
 
-def compiled_program(loss_fn, log_prior, config: RunConfig, args: tuple):
-    """The compiled sampling program for these settings and argument shapes, and its compile time (0 if cached)."""
-    key = (loss_fn, log_prior, config, _abstract_key(args))
+class _LegacyProgram:
+    """``compiled(center, init_positions, data, hyper, chain_keys) -> (losses, accs, divergent)``."""
+
+    def __init__(self, compiled):
+        self.compiled = compiled
+
+    def __call__(self, center, init_positions, data, hyper, raw_keys):
+        return self.compiled(center, init_positions, data, hyper, raw_keys, np.int32(0), None, None)
+
+
+def compiled_program(loss_fn, log_prior, config: RunConfig, args: tuple, *, fresh: bool = True,
+                     return_states: bool = False, mesh=None):
+    """The compiled sampling program for these settings and argument shapes, and its compile time (0 if cached).
+
+    ``args`` = (center, init, data, hyper, raw_keys, start_step, divergent, batches);
+    the first five alone give the original whole-run program returning
+    (losses, accs, divergent).
+    """
+    legacy = len(args) == 5
+    if legacy:
+        args = tuple(args) + (np.int32(0), None, None)
+    static = dict(loss_fn=loss_fn, log_prior=log_prior, config=config, fresh=fresh, return_states=return_states, mesh=mesh)
+    key = (loss_fn, log_prior, config, fresh, return_states, mesh, prng_impl(config), _abstract_key(args))
     if key in _compiled_cache:
         _compiled_cache.move_to_end(key)
-        return _compiled_cache[key], 0.0
-    start = time.perf_counter()
-    compiled = _jitted_program.lower(*args, loss_fn=loss_fn, log_prior=log_prior, config=config).compile()
-    seconds = time.perf_counter() - start
-    _compiled_cache[key] = compiled
-    if len(_compiled_cache) > _CACHE_SIZE:
-        _compiled_cache.popitem(last=False)
-    return compiled, seconds
+        compiled, seconds = _compiled_cache[key], 0.0
+    else:
+        start = time.perf_counter()
+        with jax.threefry_partitionable(THREEFRY_PARTITIONABLE):
+            compiled = _jitted_program.lower(*args, **static).compile()
+        seconds = time.perf_counter() - start
+        _compiled_cache[key] = compiled
+        if len(_compiled_cache) > _CACHE_SIZE:
+            _compiled_cache.popitem(last=False)
+    return (_LegacyProgram(compiled) if legacy else compiled), seconds
+
+
+# ----------------------------------------------------------------------------
+# streaming: minibatch indices on the device, gathering on the host
+# ----------------------------------------------------------------------------
+
+
+def _indices_fn(impl: str, num_steps: int, batch_size: int, n: int):
+    def fn(raw_keys, start):
+        keys = jax.vmap(lambda k: jax.random.wrap_key_data(k, impl=impl))(raw_keys)
+        steps = start + jnp.arange(num_steps, dtype=jnp.int32)
+        per = lambda s, k: minibatch_indices(step_keys(k, s)[0], batch_size, n)  # noqa: E731
+        return jax.vmap(lambda s: jax.vmap(lambda k: per(s, k))(keys))(steps)  # [steps, chains, batch]
+
+    return fn
+
+
+_indices_cache: dict = {}
+
+
+def stream_indices(raw_keys, start: int, num_steps: int, batch_size: int, n: int, impl: str = "threefry2x32") -> np.ndarray:
+    """[num_steps, chains, batch] minibatch indices of steps start…start+num_steps-1 (as drawn in memory)."""
+    key = (impl, num_steps, batch_size, n, np.shape(raw_keys))
+    if key not in _indices_cache:
+        with jax.threefry_partitionable(THREEFRY_PARTITIONABLE):
+            _indices_cache[key] = jax.jit(_indices_fn(impl, num_steps, batch_size, n)).lower(
+                jnp.asarray(raw_keys), np.int32(0)).compile()
+    return _indices_cache[key](jnp.asarray(raw_keys), np.int32(start))
+
+
+def _host_gather(data_host, idx: np.ndarray):
+    return jax.tree.map(lambda x: np.asarray(x[idx.reshape(-1)]).reshape(idx.shape + x.shape[1:]), data_host)
+
+
+# ----------------------------------------------------------------------------
+# the entry point
+# ----------------------------------------------------------------------------
 
 
 def run_chains(
@@ -189,6 +370,10 @@ def run_chains(
     init_positions: PyTree | None = None,
     log_prior: Callable | None = None,
     progress_desc: str = "sampling",
+    devices=None,
+    stream_chunks: int | None = None,
+    init_state: ChainState | None = None,
+    return_state: bool = False,
 ) -> SamplingResult:
     """Run ``config.num_chains`` chains of ``config.sampler`` on the local posterior at ``center``.
 
@@ -196,16 +381,44 @@ def run_chains(
     With ``config.center_per_chain``, every leaf of ``center`` has a leading
     [num_chains] axis: chain c is localized at its own w*_c (e.g. G
     checkpoints × K chains as one program).
+
+    ``devices``: shard the chains over devices (see
+    :func:`slt.sharding.resolve_devices`; default: all devices when there are
+    several and they divide the chains). ``stream_chunks=K``: keep ``data``
+    on the host (numpy arrays or memmaps) and stream [K, chains, batch]
+    minibatch blocks to the device, K steps per compiled call; results equal
+    the in-memory run's. ``init_state``: continue from a previous run's
+    ``final_state`` (then ``seed`` and ``init_positions`` are ignored) for
+    ``config.num_steps`` more steps; ``return_state=True`` keeps the final
+    state in ``result.final_state``.
     Inputs are assumed validated (see :mod:`slt.validation`).
     """
+    impl = prng_impl(config)
     dtype = jnp.result_type(*jax.tree.leaves(center))
-    hyper = Hyperparameters(*(jnp.broadcast_to(jnp.asarray(v, dtype), (config.num_chains,)) for v in hyper))
-    key = jax.random.PRNGKey(seed) if isinstance(seed, int) else seed
-    chain_keys = jax.random.split(key, config.num_chains)
-    center = jax.tree.map(jnp.asarray, center)
-    data = jax.tree.map(jnp.asarray, data)
-    args = (center, init_positions, data, hyper, chain_keys)
-    compiled, compile_seconds = compiled_program(loss_fn, log_prior, config, args)
+    hyper = Hyperparameters(*(np.broadcast_to(np.asarray(v, dtype), (config.num_chains,)) for v in hyper))
+    mesh = shard.chain_mesh(devices, config.num_chains)
+    if init_state is not None:
+        if init_state.prng_impl != impl:
+            raise ValueError(f"init_state was sampled with prng_impl={init_state.prng_impl!r}, config has {impl!r}")
+        raw_keys, start, init, divergent, fresh = (
+            np.asarray(init_state.chain_keys), int(init_state.step), init_state.sampler_state,
+            init_state.divergent_step, False,
+        )
+    else:
+        raw_keys, start, init, divergent, fresh = chain_keys(seed, config.num_chains, impl), 0, init_positions, None, True
+
+    if mesh is None:
+        place_chain = place_rep = place_batches = lambda t: t  # noqa: E731
+    else:
+        place_chain = lambda t: shard.put(t, shard.per_chain(mesh))  # noqa: E731
+        place_rep = lambda t: shard.put(t, shard.replicated(mesh))  # noqa: E731
+        place_batches = lambda t: shard.put(t, shard.per_chain(mesh, axis=1))  # noqa: E731
+    center = (place_chain if config.center_per_chain else place_rep)(jax.tree.map(jnp.asarray, center))
+    hyper = place_chain(Hyperparameters(*(jnp.asarray(v) for v in hyper)))
+    raw_keys_dev = place_chain(jnp.asarray(raw_keys))
+    init = place_chain(init)
+    divergent = place_chain(divergent)
+    start_dev = np.int32(start)
 
     bar = None
     if config.progress_every:
@@ -213,28 +426,94 @@ def run_chains(
 
         bar = tqdm(total=config.num_steps, desc=progress_desc, unit="step", leave=False)
     _progress_bar[0] = bar
+    extras: dict = {"num_devices": 1 if mesh is None else mesh.size, "prng_impl": impl}
     try:
-        start = time.perf_counter()
-        losses, accs, divergent = jax.block_until_ready(compiled(*args))
-        sample_seconds = time.perf_counter() - start
+        if not stream_chunks:
+            data = place_rep(jax.tree.map(jnp.asarray, data))
+            args = (center, init, data, hyper, raw_keys_dev, start_dev, divergent, None)
+            compiled, compile_seconds = compiled_program(
+                loss_fn, log_prior, config, args, fresh=fresh, return_states=return_state, mesh=mesh
+            )
+            t0 = time.perf_counter()
+            out = jax.block_until_ready(compiled(*args))
+            sample_seconds = time.perf_counter() - t0
+            losses, accs, divergent = out[:3]
+            states = out[3] if return_state else None
+        else:
+            losses, accs, divergent, states, compile_seconds, sample_seconds, chunk_extras = _run_streamed(
+                loss_fn, log_prior, config, center, init, data, hyper, raw_keys, raw_keys_dev, start, divergent,
+                fresh, int(stream_chunks), mesh, place_batches, return_state,
+            )
+            extras.update(chunk_extras)
         jax.effects_barrier()
     finally:
         _progress_bar[0] = None
         if bar is not None:
             bar.close()
 
-    accs = np.asarray(accs)
+    losses, accs, divergent = shard.fetch(losses), shard.fetch(accs), shard.fetch(divergent)
     if config.acceptance_every:
-        steps = np.arange(0, config.num_steps, config.acceptance_every)
-        accs = accs[:, steps]
+        first = (-start) % config.acceptance_every
+        cols = np.arange(first, config.num_steps, config.acceptance_every)
+        steps = start + cols
     else:
-        steps = np.flatnonzero(np.isfinite(accs).any(axis=0))
-        accs = accs[:, steps]
+        cols = np.flatnonzero(np.isfinite(accs).any(axis=0))
+        steps = start + cols
+    final_state = None
+    if return_state:
+        final_state = ChainState(states, divergent, start + config.num_steps, raw_keys, impl)
     return SamplingResult(
-        loss_trace=np.asarray(losses),
-        acceptance=accs,
+        loss_trace=losses,
+        acceptance=accs[:, cols],
         acceptance_steps=steps,
-        divergent_step=np.asarray(divergent),
+        divergent_step=divergent,
         compile_seconds=compile_seconds,
         sample_seconds=sample_seconds,
+        extras=extras,
+        final_state=final_state,
     )
+
+
+def _run_streamed(loss_fn, log_prior, config, center, init, data, hyper, raw_keys, raw_keys_dev, start, divergent,
+                  fresh, chunk, mesh, place_batches, return_state):
+    """K steps per compiled call, each fed a host-gathered [K, chains, batch] block; the next block is
+    gathered on the host while the device runs the current one."""
+    if chunk < 1:
+        raise ValueError(f"stream_chunks must be a positive number of steps, got {chunk}")
+    algo = get_sampler(config.sampler)
+    data_host = jax.tree.map(lambda x: x if isinstance(x, np.ndarray) else np.asarray(x), data)
+    n = jax.tree.leaves(data_host)[0].shape[0]
+    if config.batch_size >= n or algo.FULL_BATCH_ONLY:
+        raise ValueError("stream_chunks streams minibatches; a full-batch run (batch_size >= n, or MALA) cannot be streamed")
+    impl = prng_impl(config)
+    bounds = [(s, min(chunk, config.num_steps - (s - start))) for s in range(start, start + config.num_steps, chunk)]
+
+    def gather(s, k):
+        idx = np.asarray(stream_indices(raw_keys, s, k, config.batch_size, n, impl))
+        return place_batches(jax.tree.map(jnp.asarray, _host_gather(data_host, idx)))
+
+    compile_seconds, sample_seconds, gather_seconds = 0.0, 0.0, 0.0
+    t0 = time.perf_counter()
+    nxt = gather(*bounds[0])
+    gather_seconds += time.perf_counter() - t0
+    loss_parts, acc_parts = [], []
+    states = init
+    t_run = time.perf_counter()
+    for i, (s, k) in enumerate(bounds):
+        cfg = replace(config, num_steps=k)
+        args = (center, states, None, hyper, raw_keys_dev, np.int32(s), divergent, nxt)
+        compiled, c = compiled_program(loss_fn, log_prior, cfg, args, fresh=fresh and i == 0, return_states=True, mesh=mesh)
+        compile_seconds += c
+        losses, accs, divergent, states = compiled(*args)  # asynchronous: the host gathers the next block meanwhile
+        loss_parts.append(losses)
+        acc_parts.append(accs)
+        if i + 1 < len(bounds):
+            t0 = time.perf_counter()
+            nxt = gather(*bounds[i + 1])
+            gather_seconds += time.perf_counter() - t0
+    jax.block_until_ready((loss_parts, divergent, states))
+    sample_seconds = time.perf_counter() - t_run - compile_seconds
+    losses = np.concatenate([shard.fetch(x) for x in loss_parts], axis=1)
+    accs = np.concatenate([shard.fetch(x) for x in acc_parts], axis=1)
+    extras = {"stream_chunks": chunk, "num_chunks": len(bounds), "host_gather_seconds": gather_seconds}
+    return losses, accs, divergent, (states if return_state else None), compile_seconds, sample_seconds, extras

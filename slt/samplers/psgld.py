@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from slt.samplers.base import StepInfo
+from slt.samplers.noise import tree_normal
 
 LANGEVIN_PROPOSAL = True
 FULL_BATCH_ONLY = False
@@ -69,16 +70,13 @@ def build_kernel(target, **options):
         square_avg = jax.tree.map(lambda v, g: v + rate * (g * g - v), state.square_avg, grad)
         new_state = PSGLDState(state.position, square_avg, state.count + jnp.where(adapting, 1, 0))
         g_inv = preconditioner(new_state, opts)
-        leaves, treedef = jax.tree.flatten(state.position)
-        keys = jax.tree.unflatten(treedef, list(jax.random.split(rng_key, len(leaves))))
+        noise = tree_normal(rng_key, state.position)
         position = jax.tree.map(
-            lambda w, g, p, k: w
-            - 0.5 * hp.step_size * p * g
-            + jnp.sqrt(hp.step_size * p) * jax.random.normal(k, w.shape, w.dtype),
+            lambda w, g, p, z: w - 0.5 * hp.step_size * p * g + jnp.sqrt(hp.step_size * p) * z,
             state.position,
             grad,
             g_inv,
-            keys,
+            noise,
         )
         return new_state._replace(position=position), StepInfo(loss=loss, energy=energy)
 

@@ -23,9 +23,9 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from blackjax.util import generate_gaussian_noise
 
 from slt.samplers.base import StepInfo
+from slt.samplers.noise import tree_normal
 
 LANGEVIN_PROPOSAL = False
 FULL_BATCH_ONLY = False
@@ -51,7 +51,7 @@ def friction_option(name: str, options) -> float:
 def init(position, rng_key, batch, hp, target, **options) -> SGHMCState:
     del batch, hp, target
     friction_option("sghmc", options)
-    return SGHMCState(position, generate_gaussian_noise(rng_key, position))
+    return SGHMCState(position, tree_normal(rng_key, position))
 
 
 def build_kernel(target, **options):
@@ -60,7 +60,7 @@ def build_kernel(target, **options):
     def kernel(rng_key, state: SGHMCState, batch, hp):
         (energy, loss), grad = target.value_and_grad(state.position, batch, hp)
         h = jnp.sqrt(hp.step_size / 2)
-        noise = generate_gaussian_noise(rng_key, state.position)
+        noise = tree_normal(rng_key, state.position)
         momentum = jax.tree.map(
             lambda p, g, z: (1 - friction) * p - h * g + jnp.sqrt(2 * friction) * z, state.momentum, grad, noise
         )

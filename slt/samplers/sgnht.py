@@ -26,9 +26,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from blackjax.sgmcmc.sgnht import SGNHTState
-from blackjax.util import generate_gaussian_noise, pytree_size
+from blackjax.util import pytree_size
 
 from slt.samplers.base import StepInfo
+from slt.samplers.noise import tree_normal
 from slt.samplers.sghmc import friction_option
 
 LANGEVIN_PROPOSAL = False
@@ -39,7 +40,7 @@ def init(position, rng_key, batch, hp, target, **options) -> SGNHTState:
     del batch, target
     friction = friction_option("sgnht", options)
     h = jnp.sqrt(hp.step_size / 2)
-    return SGNHTState(position, generate_gaussian_noise(rng_key, position), friction / h)
+    return SGNHTState(position, tree_normal(rng_key, position), friction / h)
 
 
 def build_kernel(target, **options):
@@ -48,7 +49,7 @@ def build_kernel(target, **options):
     def kernel(rng_key, state: SGNHTState, batch, hp):
         (energy, loss), grad = target.value_and_grad(state.position, batch, hp)
         h = jnp.sqrt(hp.step_size / 2)
-        noise = generate_gaussian_noise(rng_key, state.position)
+        noise = tree_normal(rng_key, state.position)
         momentum = jax.tree.map(
             lambda p, g, z: (1 - state.xi * h) * p - h * g + jnp.sqrt(2 * friction) * z,
             state.momentum,
