@@ -18,7 +18,6 @@ the same command skips what is done.
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
@@ -138,9 +137,11 @@ def run_grokking_demo(
     CI version (p = 23, 600 steps: no grokking). ``num_chains``/``num_draws``
     override the mode's sampler budget.
     """
+    import warnings
+
+    from slt.diagnostics import SLTWarning
     from slt.models.modular import make_modular_task
     from slt.plotting import plot_grokking
-    from slt.trajectory import llc_trajectory
 
     t_start = time.perf_counter()
     out = os.fspath(out)
@@ -167,21 +168,25 @@ def run_grokking_demo(
     t_llc = time.perf_counter()
     meta = {"demo": "grokking", "mode": mode, "seed": seed, "p": settings.p, "train_frac": settings.train_frac,
             "num_steps": settings.num_steps}
-    traj = llc_trajectory(
-        task.loss_fn, os.path.join(out, "checkpoints"), task.train_data, out=os.path.join(out, "llc.jsonl"),
-        template=task.params, step_size=settings.step_size, nbeta=settings.nbeta, localization=settings.localization,
-        num_chains=settings.num_chains, num_draws=settings.num_draws, num_burnin=settings.num_burnin,
-        batch_size=settings.llc_batch, seed=seed, acceptance_checks=settings.acceptance_checks,
-        metrics=history, meta=meta, restart=restart, progress=progress,
-    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SLTWarning)
+        traj = _sweep(task, out, settings, seed, history, meta, restart, progress)
+    for w in caught:
+        if issubclass(w.category, SLTWarning):
+            log(f"note: {w.message}")
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     llc_seconds = time.perf_counter() - t_llc
     log(f"LLC: done in {llc_seconds:.1f} s ({len(traj)} checkpoints, {len(traj.failed)} failed)")
 
+    t_det = time.perf_counter()
     report = build_report(traj, settings, mode=mode, seed=seed, num_params=task.meta["num_params"])
+    detect_seconds = time.perf_counter() - t_det
     report["timing"] = {
         "train_seconds": rec["wall_seconds"],
         "llc_seconds_this_run": llc_seconds,
         "llc_compute_seconds": float(sum(t.get("compile_seconds", 0) + t.get("sample_seconds", 0) for t in traj.timing)),
+        "detect_seconds": detect_seconds,
         "total_seconds_this_run": time.perf_counter() - t_start,
     }
     fig = plot_grokking(
@@ -189,9 +194,6 @@ def run_grokking_demo(
         grokking_step=report["grokking_step"], memorization_step=report["memorization_step"],
         title=f"Grokking, modular addition p={settings.p} (seed {seed}, {mode})", path=os.path.join(out, "llc.png"),
     )
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
     report.pop("_transitions")
     report["timing"]["total_seconds_this_run"] = time.perf_counter() - t_start
     _atomic_json(os.path.join(out, "report.json"), report)
@@ -202,11 +204,24 @@ def run_grokking_demo(
     return report
 
 
+def _sweep(task, out, settings: DemoSettings, seed, history, meta, restart, progress):
+    from slt.trajectory import llc_trajectory
+
+    return llc_trajectory(
+        task.loss_fn, os.path.join(out, "checkpoints"), task.train_data, out=os.path.join(out, "llc.jsonl"),
+        template=task.params, step_size=settings.step_size, nbeta=settings.nbeta, localization=settings.localization,
+        num_chains=settings.num_chains, num_draws=settings.num_draws, num_burnin=settings.num_burnin,
+        batch_size=settings.llc_batch, seed=seed, acceptance_checks=settings.acceptance_checks,
+        metrics=history, meta=meta, restart=restart, progress=progress,
+    )
+
+
 def build_report(traj, settings: DemoSettings, *, mode: str, seed: int, num_params: int | None = None) -> dict:
     """The report dict (plus ``_transitions``, the Transition objects, for plotting)."""
     steps = [int(s) for s in traj.steps]
     m = traj.metrics
     grok = first_step_reaching(steps, m.get("test_acc", []))
+    half = first_step_reaching(steps, m.get("test_acc", []), 0.5)
     memo = first_step_reaching(steps, m.get("train_acc", []))
     transitions, note = [], None
     if len(traj) >= 6:
@@ -215,7 +230,7 @@ def build_report(traj, settings: DemoSettings, *, mode: str, seed: int, num_para
             if name in m:
                 v = m[name]
                 values[name] = np.log(np.maximum(v, 1e-12)) if name.endswith("loss") else v
-        keep = traj.steps > 0
+        keep = np.ones(len(traj), bool)
         for v in values.values():
             keep &= np.isfinite(v)
         keep &= np.isfinite(traj.llc_sem)
@@ -224,7 +239,7 @@ def build_report(traj, settings: DemoSettings, *, mode: str, seed: int, num_para
         try:
             transitions = detect_transitions(
                 traj.steps[keep].astype(float), {k: v[keep] for k, v in values.items()},
-                stds={"llc": traj.llc_sem[keep]}, threshold=settings.threshold,
+                stds={"llc": traj.llc_sem[keep]}, threshold=settings.threshold, log_steps=False,
             )
         except ValueError as err:
             note = f"transition detection skipped: {err}"
@@ -258,6 +273,7 @@ def build_report(traj, settings: DemoSettings, *, mode: str, seed: int, num_para
         "memorization_step": memo,
         "grokking_step": grok,
         "llc_peak": at(steps[peak_i]) if peak_i is not None else None,
+        "llc_at_test_acc_half": at(half),
         "llc_at_grokking": at(grok),
         "llc_final": at(steps[-1]) if steps else None,
         "transitions": [t.to_dict() for t in transitions],
@@ -299,6 +315,7 @@ def report_markdown(r: dict) -> str:
         f"- train accuracy ≥ 0.95 first at step **{f(r['memorization_step'], 'd')}** (memorisation)",
         f"- test accuracy ≥ 0.95 first at step **{f(r['grokking_step'], 'd')}** (grokking)",
         f"- LLC peak: {llc_at('llc_peak')}",
+        f"- LLC when test accuracy reaches 0.5: {llc_at('llc_at_test_acc_half')}",
         f"- LLC when test accuracy reaches 0.95: {llc_at('llc_at_grokking')}",
         f"- LLC at the end: {llc_at('llc_final')}",
         f"- time: training {f(r['timing']['train_seconds'], '.0f')} s, LLC {f(r['timing']['llc_compute_seconds'], '.0f')} s "
@@ -307,8 +324,15 @@ def report_markdown(r: dict) -> str:
         "## Transitions",
         "",
     ]
-    if r["transitions_text"]:
-        lines += [f"- {t}" for t in r["transitions_text"]]
+    if r["transitions"]:
+        lines.append("Detected jointly on the LLC, log train/test loss and train/test accuracy (smoothed against "
+                     "step; an event groups the signals whose windows overlap, the first one leads):")
+        lines.append("")
+        for text, t in zip(r["transitions_text"], r["transitions"]):
+            lines.append(f"- {text}")
+            for m in t.get("members") or []:
+                lines.append(f"  - {m['signals'][0]}: {m['kind'].replace('_', ' ')} at step {m['step']:.0f} "
+                             f"[{m['start']:.0f}, {m['end']:.0f}], change {m['magnitude']:+.3g}, score {m['score']:.1f}")
     else:
         lines.append(f"- none detected{' (' + r['transitions_note'] + ')' if r.get('transitions_note') else ''}")
     if r["failed"]:

@@ -73,14 +73,17 @@ def plot_grokking(steps, llc_mean, llc_std, metrics: Mapping[str, Sequence[float
                   grokking_step=None, memorization_step=None, title=None, path=None):
     """Three panels over training steps: LLC ± sd; train/test accuracy; train/test loss (log y).
 
-    Transitions are drawn on every panel; dotted verticals mark where train and
-    test accuracy first reach 0.95. Returns the Figure.
+    Each panel shows the transitions of its own signals (the per-signal
+    ``members`` of grouped transitions: rises green, falls red, stage
+    boundaries grey); dotted verticals mark where train (green) and test (red)
+    accuracy first reach 0.95. Returns the Figure.
     """
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no GUI backend, nothing to close
 
     from slt.transitions import plot_transitions
 
-    fig, axes = plt.subplots(3, 1, figsize=(8, 8.5), sharex=True, gridspec_kw={"height_ratios": [2, 1, 1]})
+    fig = Figure(figsize=(8, 8.5))
+    axes = fig.subplots(3, 1, sharex=True, gridspec_kw={"height_ratios": [2, 1, 1]})
     steps = np.asarray(steps, float)
     _llc_panel(axes[0], steps, llc_mean, llc_std)
     for name, style in (("train_acc", "-"), ("test_acc", "-")):
@@ -96,12 +99,16 @@ def plot_grokking(steps, llc_mean, llc_std, metrics: Mapping[str, Sequence[float
     axes[2].set_yscale("log")
     axes[2].set_ylabel("cross-entropy")
     axes[2].set_xlabel("training step")
-    for ax in axes:
-        if transitions:
-            plot_transitions(ax, transitions, label=ax is axes[0])
-        for s, lab in ((memorization_step, "train acc 0.95"), (grokking_step, "test acc 0.95")):
+    # each panel shows the per-signal transitions of its own signals
+    members = [m for t in transitions for m in (t.members or (t,))]
+    panel_signals = (("llc",), ("train_acc", "test_acc"), ("train_loss", "test_loss"))
+    for ax, names in zip(axes, panel_signals):
+        if members:
+            plot_transitions(ax, members, signals=names)
+        for s, lab, c in ((memorization_step, "train acc ≥ 0.95", "tab:green"),
+                          (grokking_step, "test acc ≥ 0.95", "tab:red")):
             if s is not None:
-                ax.axvline(s, color="0.3", ls=":", lw=1, label=lab if ax is axes[1] else None)
+                ax.axvline(s, color=c, ls=":", lw=1.2, label=lab if ax is axes[1] else None)
         ax.grid(alpha=0.3)
         ax.legend(loc="best", fontsize=8)
     if title:

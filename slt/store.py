@@ -119,7 +119,8 @@ def read_store(path: str | os.PathLike) -> tuple[dict, list[dict]]:
         raw = f.read()
     header, records, _, _ = _parse_lines(raw, path)
     if header is None:
-        raise StoreError(f"{path}: empty trajectory store (no header line)")
+        what = "empty" if not raw.strip() else f"not an slt trajectory store (no {FORMAT!r} header line)"
+        raise StoreError(f"{path}: {what}")
     return header, records
 
 

@@ -41,7 +41,7 @@ from slt.checkpoints import CheckpointError, list_checkpoints, load_params
 from slt.llc import LLCConfig, LLCResult, llc_from_run, run_config, validate_llc_inputs
 from slt.losses import full_data_loss
 from slt.posterior import Hyperparameters
-from slt.store import StoreError, TrajectoryStore, jsonable, read_store, records_by_step
+from slt.store import TrajectoryStore, jsonable, read_store, records_by_step
 
 __all__ = ["llc_trajectory", "Trajectory", "auto_group_size"]
 
@@ -201,11 +201,12 @@ def _sample_group(loss_fn, params_list, data, config: LLCConfig, *, group_size: 
     dtype = jnp.result_type(*jax.tree.leaves(centers))
     total = group_size * k
     hyper = Hyperparameters(*(jnp.full((total,), v, dtype) for v in (config.step_size, config.nbeta, config.localization)))
-    keys = jnp.tile(jax.random.split(jax.random.PRNGKey(config.seed), k), (group_size, 1))
     rc = dataclasses.replace(
         run_config(config, acceptance_checks=acceptance_checks, progress=progress),
         num_chains=total, center_per_chain=True,
     )
+    # checkpoint g's K chains get the keys estimate_llc(seed=seed) would give them
+    keys = jnp.asarray(np.tile(sampling.chain_keys(config.seed, k, sampling.prng_impl(rc)), (group_size, 1)))
     args = (centers, None, jax.tree.map(jnp.asarray, data), hyper, keys)
     compiled, compile_seconds = sampling.compiled_program(loss_fn, None, rc, args)
     bar = None

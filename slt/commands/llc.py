@@ -41,21 +41,28 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    import sys
+    import warnings
+
     from slt.cli import UserError
     from slt.task import load_task
     from slt.trajectory import llc_trajectory
 
     loss_fn, params, data = load_task(args.task)
     try:
-        traj = llc_trajectory(
-            loss_fn, args.checkpoints, data, out=args.out, template=params, step_size=args.step_size,
-            nbeta=args.nbeta, localization=args.localization, num_chains=args.chains, num_draws=args.draws,
-            num_burnin=args.burnin, steps_between_draws=args.thin, batch_size=args.batch_size, sampler=args.sampler,
-            seed=args.seed, checkpoints_per_group=args.group, meta={"task": args.task}, restart=args.restart,
-            progress=False if args.no_progress else None,
-        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            traj = llc_trajectory(
+                loss_fn, args.checkpoints, data, out=args.out, template=params, step_size=args.step_size,
+                nbeta=args.nbeta, localization=args.localization, num_chains=args.chains, num_draws=args.draws,
+                num_burnin=args.burnin, steps_between_draws=args.thin, batch_size=args.batch_size,
+                sampler=args.sampler, seed=args.seed, checkpoints_per_group=args.group, meta={"task": args.task},
+                restart=args.restart, progress=False if args.no_progress else None,
+            )
     except OSError as err:
         raise UserError(str(err)) from None
+    for w in caught:
+        print(f"note: {w.message}", file=sys.stderr)
     print(traj.table())
     print(f"{len(traj)} checkpoints measured, {len(traj.failed)} failed; store: {args.out}")
     return 0
