@@ -32,7 +32,7 @@ from scipy import optimize
 
 from slt import validation as check
 
-C_MAX = 50.0
+C_MAX = 10.0
 C_MARGIN = 0.25
 GRID = 400
 

@@ -346,6 +346,76 @@ def _negated(log_prior):
     return fn
 
 
+INIT_SUBSET = 1024
+INIT_HALVINGS = 32
+
+
+def _subset(data, seed: int, size: int = INIT_SUBSET):
+    n = jax.tree.leaves(data)[0].shape[0]
+    if n <= size:
+        return data
+    idx = np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
+    return jax.tree.map(lambda x: jnp.asarray(x)[idx], data)
+
+
+def _init_impl(params, batch, nbetas, localization, prior_sd, key, *, loss_fn, log_prior):
+    leaves, treedef = jax.tree.flatten(params)
+    d = sum(x.size for x in leaves)
+    keys = jax.random.split(key, len(leaves))
+    noise = [jax.random.normal(k, (nbetas.shape[0],) + x.shape, x.dtype) for k, x in zip(keys, leaves)]
+    loss0 = loss_fn(params, batch)
+
+    def prior_energy(w):
+        if log_prior is None:
+            return 0.5 * localization * sum(jnp.sum(jnp.square(a - b)) for a, b in zip(jax.tree.leaves(w), leaves))
+        return -log_prior(w)
+
+    prior0 = prior_energy(params)
+
+    def moved(xi, j):
+        scale = prior_sd * jnp.exp2(-j.astype(leaves[0].dtype))
+        return jax.tree.unflatten(treedef, [x + scale * z for x, z in zip(leaves, xi)])
+
+    def energy_rise(xi, t, j):
+        w = moved(xi, j)
+        rise = t * (loss_fn(w, batch) - loss0) + prior_energy(w) - prior0
+        return jnp.where(jnp.isfinite(rise), rise, jnp.inf)
+
+    def one_chain(xi, t):
+        def body(_, bounds):
+            lo, hi = bounds
+            mid = (lo + hi) // 2
+            ok = energy_rise(xi, t, mid) <= d
+            return jnp.where(ok, lo, mid + 1), jnp.where(ok, mid, hi)
+
+        lo, _ = jax.lax.fori_loop(0, 6, body, (jnp.int32(0), jnp.int32(INIT_HALVINGS)))
+        scale = jnp.where(lo >= INIT_HALVINGS, 0.0, prior_sd * jnp.exp2(-lo.astype(leaves[0].dtype)))
+        return jax.tree.unflatten(treedef, [x + scale * z for x, z in zip(leaves, xi)]), scale
+
+    return jax.vmap(one_chain)(noise, nbetas.astype(leaves[0].dtype))
+
+
+_init_program = jax.jit(_init_impl, static_argnames=("loss_fn", "log_prior"))
+
+
+def _starting_points(loss_fn, log_prior, params, batch, nbetas, localization, prior_sd, key):
+    """Chain starts params + s·σ₀·ξ, ξ ~ N(0, I), σ₀ the prior scale (1/√γ, or 1/√(prior curvature)).
+
+    Per chain, s = 2^-j is the largest with nβ·(L(w) - L(params)) + prior-energy rise ≤ d
+    (bisection over j on a subset of ≤ 1024 examples): prior-like rungs start
+    with prior draws, cold rungs close to params, none in a region the
+    sampler cannot leave (a stiff start makes MALA reject everything).
+    """
+    if prior_sd <= 0:
+        return None, np.zeros(len(nbetas))
+    dtype = jnp.result_type(*jax.tree.leaves(params))
+    positions, scales = _init_program(
+        jax.tree.map(jnp.asarray, params), jax.tree.map(jnp.asarray, batch), jnp.asarray(nbetas, dtype),
+        jnp.asarray(localization, dtype), jnp.asarray(prior_sd, dtype), key, loss_fn=loss_fn, log_prior=log_prior,
+    )
+    return positions, np.asarray(scales)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Estimation
 
@@ -410,7 +480,7 @@ def _validate(loss_fn, params, data, *, method, log_prior, step_size, localizati
         ladder = geometric_ladder(n, k, nbeta_min)
     if per_beta_steps is not None:
         check.require(len(per_beta_steps) == len(ladder),
-                      f"step_size has {len(per_beta_steps)} values but there are {len(ladder)} β")
+                      f"step_size has {len(per_beta_steps)} values but there are {len(ladder)} β; give one per β or a number")
     return n, batch, ref_nbeta, ladder, per_beta_steps
 
 
@@ -502,20 +572,13 @@ def free_energy(
     else:
         steps = np.full(K, ref_step)
 
-    # starting points: N(params, 1/P_β) for the Gaussian localization prior, params otherwise
+    # starting points: params + s·σ₀·ξ with the largest s = 2^-j keeping the energy rise ≤ d (see _starting_points)
     key = jax.random.PRNGKey(seed)
     init_key, run_key = jax.random.split(key)
-    init_positions = None
-    if log_prior is None:
-        precision = nbetas * h + h0
-        sd = np.repeat(1.0 / np.sqrt(precision), C)
-        leaves, treedef = jax.tree.flatten(params)
-        keys = jax.random.split(init_key, len(leaves))
-        init_positions = jax.tree.unflatten(treedef, [
-            jnp.asarray(x)[None] + jax.random.normal(k, (K * C,) + jnp.shape(x), jnp.result_type(x))
-            * jnp.asarray(sd, jnp.result_type(x)).reshape((-1,) + (1,) * jnp.ndim(x))
-            for k, x in zip(keys, leaves)
-        ])
+    prior_sd = 1.0 / math.sqrt(h0) if h0 > 0 else 0.0
+    init_positions, init_scales = _starting_points(
+        loss_fn, log_prior, params, _subset(data, seed), np.repeat(nbetas, C), float(localization), prior_sd, init_key
+    )
 
     total_steps = config.num_burnin + config.num_draws
     if progress is None:
@@ -594,6 +657,7 @@ def free_energy(
     diagnostics = {
         "per_beta": per_beta,
         "loss_curvature": h,
+        "init_scales": init_scales.reshape(K, C),
         "prior_curvature": h0,
         "warnings": messages,
     }
