@@ -7,24 +7,27 @@ healthy, because a larger ε mixes faster for the same cost:
 
 1. **Curvature.** Power iteration on the Hessian of L at w* gives its top
    eigenvalue h, hence the stability limit of the update on the quadratic
-   part of U, ε_stab = 4 / (nβ·h + γ) (gradient descent with rate ε/2 is
-   stable for (ε/2)·(nβ·h + γ) < 2).
-2. **Probe.** One short chain for each of 8 steps ε_stab·10⁻ᵏ, k = 0…7,
-   brackets where the MALA acceptance of the SGLD proposals (Furman & Lau,
-   arXiv 2402.03698) crosses the target (0.9). The decade window moves if it
-   misses.
-3. **Sweep.** A √2-spaced grid around the crossing, one chain per step,
-   ``num_steps`` steps each (half burn-in): acceptance, divergence, λ̂, and
-   whether the λ̂ trace levelled off within the burn-in.
-4. **Verification.** The largest step passing 3 and the step half its size
-   run with ``verify_chains`` chains each; the step is accepted when its
-   chains pass again and λ̂(ε) agrees with λ̂(ε/2) — the discretisation bias
-   of SGLD is O(ε), so the difference estimates half of it. Otherwise the
-   next smaller grid step is verified.
+   part of U, ε_stab = 4 / (nβ·h + γ) (the drift is gradient descent with
+   rate ε/2, stable while (ε/2)·(nβ·h + γ) < 2).
+2. **Sweep.** One chain at each of 8 steps √2 apart, from ε_stab down, for
+   ``num_steps`` steps (half burn-in): MALA acceptance of the proposals
+   (Furman & Lau, arXiv 2402.03698), divergence, λ̂, and whether the λ̂
+   trace levelled off. The candidate is the largest step passing all three.
+   If the window misses the acceptance crossing, a probe one decade apart
+   brackets it and the sweep is redone around it.
+3. **Verification.** 8 chains at ε, ε/2 and ε/4 driven by the *same* noise
+   and minibatches (common random numbers), so the differences
+   D1 = λ̂(ε) - λ̂(ε/2) and D2 = λ̂(ε/2) - λ̂(ε/4) are measured far more
+   precisely than any λ̂. SGLD's bias is O(ε), so step-size bias shows as
+   D2 ≈ D1/2 and the bias at ε is ≈ 2·D1. The largest of ε, ε/2, ε/4 whose
+   difference is within tolerance (or noise) is chosen. A D2 significantly
+   above D1/2 means λ̂ is still rising (slow modes): not step-size bias, so
+   the step is kept and a warning asks for long runs.
 
-Every stage over the whole grid (ε × γ × nβ × chains) is ONE compiled program
-(:func:`slt.sampling.run_chains` takes per-chain ε, nβ, γ); a stage re-run
-with moved steps reuses it.
+Every stage is the SAME compiled program (:func:`slt.sampling.run_chains`
+takes per-chain ε, nβ, γ): 8 chains per (nβ, γ) pair swept, ``num_steps``
+steps; the calls differ only in the step sizes. Typical cost: 4 calls,
+32·``num_steps`` chain-steps per (nβ, γ) (9600 at the default 300 steps).
 
 Defaults (REFERENCE.md §1, §3):
 
@@ -66,9 +69,8 @@ PyTree = Any
 
 DEFAULT_LOCALIZATION = 1.0
 TARGET_ACCEPTANCE = diag.ACCEPTANCE_TARGET  # 0.9, Furman & Lau (arXiv 2402.03698)
-PROBE_DECADES = 8  # probe steps ε_stab·10^0 … ε_stab·10^-7
-GRID_POINTS = 9  # sweep steps ε_x·2^(1), ε_x·2^(1/2), …, ε_x·2^(-3)
-GRID_TOP = 2.0  # the sweep starts at GRID_TOP × the probe's acceptance crossing
+POINTS = 8  # chains per (nβ, γ) in each call: 8 sweep steps, 8 probe decades, 8 verification chains per step
+GRID_TOP = 2.0  # after a probe, the sweep starts at GRID_TOP × the acceptance crossing ε_x it found
 
 
 @dataclass
@@ -170,18 +172,19 @@ class Calibration:
                     f"λ̂={_fmt(c['llc']):<10} {c['status']}"
                 )
         lines.append(
-            "  stage   nβ         γ        ε          accept  λ̂ ± mcse            diverged levelled  λ̂(ε/2)    healthy"
+            "   stage   nβ         γ        ε          accept  λ̂ ± se               div   levelled  "
+            "λ̂(ε)-λ̂(ε/2) ± se     healthy"
         )
         for r in self.table:
             if r["stage"] == "probe":
                 continue
-            acc = "   -  " if r["acceptance"] is None else f"{r['acceptance']:.3f}"
-            half = "-" if r["llc_half"] is None else _fmt(r["llc_half"])
+            acc = "  -   " if r["acceptance"] is None else f"{r['acceptance']:.3f}"
+            diff = "" if r["halving_diff"] is None else f"{_fmt(r['halving_diff'])} ± {_fmt(r['halving_se'])}"
             mark = "*" if r["chosen"] else " "
             lines.append(
-                f" {mark}{r['stage']:<7}{r['nbeta']:<11.4g}{r['localization']:<9g}{r['step_size']:<11.3g}{acc:<8}"
-                f"{_fmt(r['llc']):>8} ± {_fmt(r['llc_mcse']):<9} {r['diverged']:>3}/{r['chains']:<4} "
-                f"{'yes' if r['levelled'] else 'no':<9} {half:<10}{'yes' if r['healthy'] else 'no'}"
+                f"  {mark}{r['stage']:<7} {r['nbeta']:<10.4g} {r['localization']:<8g} {r['step_size']:<10.3g} {acc:<7} "
+                f"{_fmt(r['llc']):>8} ± {_fmt(r['llc_mcse']):<9} {r['diverged']:>2}/{r['chains']:<2}  "
+                f"{'yes' if r['levelled'] else 'no':<9} {diff:<20} {'yes' if r['healthy'] else 'no'}"
             )
         lines += [f"  !  {w}" for w in self.warnings]
         return "\n".join(lines)
@@ -198,33 +201,41 @@ class Calibration:
 
         fig = Figure(figsize=(7, 6), constrained_layout=True)
         ax_llc, ax_acc = fig.subplots(2, 1, sharex=True)
-        rows = [r for r in self.table if r["stage"] == "sweep"]
+        rows = [r for r in self.table if r["stage"] in ("sweep", "verify")]
         combos = _unique((r["nbeta"], r["localization"]) for r in rows)
         many_nbeta = len({c[0] for c in combos}) > 1
         many_gamma = len({c[1] for c in combos}) > 1
-        colors = [f"C{i % 10}" for i in range(len(combos))]
-        for color, (nb, g) in zip(colors, combos):
-            pts = sorted((r for r in rows if r["nbeta"] == nb and r["localization"] == g), key=lambda r: r["step_size"])
-            pts = _dedupe_steps(pts)
+        shown = []
+        for i, (nb, g) in enumerate(combos):
+            color = f"C{i % 10}"
+            pts = _dedupe_steps([r for r in rows if r["nbeta"] == nb and r["localization"] == g])
             label = ", ".join(
                 ([f"nβ={nb:.4g}"] if many_nbeta or not many_gamma else []) + ([f"γ={g:g}"] if many_gamma else [])
             )
             eps = np.array([r["step_size"] for r in pts])
-            llc = np.array([np.nan if r["llc"] is None else r["llc"] for r in pts], float)
-            err = np.array([np.nan if r["llc_mcse"] is None else r["llc_mcse"] for r in pts], float)
+            llc = np.array([_num(r["llc"]) for r in pts])
+            err = np.array([_num(r["llc_mcse"]) for r in pts])
+            acc = np.array([_num(r["acceptance"]) for r in pts])
+            ok = np.array([r["healthy"] for r in pts], bool)
             ax_llc.errorbar(eps, llc, yerr=np.nan_to_num(err), color=color, lw=1, capsize=2, label=label)
-            acc = np.array([np.nan if r["acceptance"] is None else r["acceptance"] for r in pts], float)
             ax_acc.plot(eps, acc, color=color, lw=1)
             for ax, ys in ((ax_llc, llc), (ax_acc, acc)):
-                ok = np.array([r["healthy"] for r in pts], bool)
                 ax.scatter(eps[ok], ys[ok], color=color, s=25, zorder=3)
                 ax.scatter(eps[~ok], ys[~ok], facecolors="none", edgecolors=color, s=25, zorder=3)
+            shown += [v for v, r in zip(llc, pts) if np.isfinite(v) and (r["healthy"] or r["stage"] == "verify")]
             choice = next((c for c in self.choices if c["nbeta"] == nb and c["localization"] == g), None)
-            if choice and choice["step_size"]:
+            if choice:
+                ax_llc.scatter([choice["step_size"]], [_num(choice["llc"])], marker="*", s=160, color=color, zorder=4)
+                ax_acc.scatter([choice["step_size"]], [_num(choice["acceptance"])], marker="*", s=160, color=color,
+                               zorder=4)
                 for ax in (ax_llc, ax_acc):
                     ax.axvline(choice["step_size"], color=color, ls="--", lw=0.8)
+        if shown:  # scale to the healthy and verified steps; steps far past stability run off the top
+            lo, hi = min(shown), max(shown)
+            pad = 0.5 * max(hi - lo, 0.2 * abs(hi), 1e-12)
+            ax_llc.set_ylim(lo - pad if lo < 0 else 0.0, hi + pad)
         ax_acc.axhline(self.target_acceptance, color="k", ls=":", lw=0.8, label=f"target {self.target_acceptance}")
-        ax_llc.set_ylabel("λ̂ (short runs, ± MCSE)")
+        ax_llc.set_ylabel("λ̂ (short runs, ± se)")
         ax_acc.set_ylabel(f"MALA acceptance of {self.sampler}")
         ax_acc.set_xlabel("step size ε")
         ax_acc.set_xscale("log")
@@ -249,6 +260,10 @@ def _fmt(x) -> str:
     return "nan" if x is None or not np.isfinite(x) else f"{x:.4g}"
 
 
+def _num(x) -> float:
+    return float("nan") if x is None else float(x)
+
+
 def _unique(items):
     out = []
     for item in items:
@@ -258,10 +273,12 @@ def _unique(items):
 
 
 def _dedupe_steps(rows):
-    """Keep one row per step (the last measured) for plotting sweeps that were moved and re-run."""
+    """One row per step, ε ascending: the verification row (more chains) or else the last measured."""
     by_step = {}
     for r in rows:
-        by_step[round(math.log(r["step_size"]), 6)] = r
+        key = round(math.log(r["step_size"]), 6)
+        if key not in by_step or r["stage"] == "verify" or by_step[key]["stage"] != "verify":
+            by_step[key] = r
     return [by_step[k] for k in sorted(by_step)]
 
 
@@ -308,65 +325,55 @@ def top_hessian_eigenvalue(loss_fn, params, batch, *, seed: int = 0, iters: int 
     return float(value)
 
 
-# --------------------------------------------------------------------------- measuring a grid
+# --------------------------------------------------------------------------- measuring
 
 
-def _run_points(loss_fn, params, data, points, *, chains, steps, batch, sampler, options, seed, burnin, acc_every, init_loss):
-    """Run ``chains`` chains at each (ε, nβ, γ) point as one program; one measurement dict per point."""
-    eps = np.repeat([p[0] for p in points], chains)
-    nb = np.repeat([p[1] for p in points], chains)
-    gam = np.repeat([p[2] for p in points], chains)
-    config = RunConfig(
-        sampler=sampler,
-        num_chains=len(eps),
-        num_steps=steps,
-        batch_size=batch,
-        sampler_options=options,
-        acceptance_every=acc_every,
-    )
-    run = run_chains(loss_fn, params, data, Hyperparameters(eps, nb, gam), config=config, seed=seed)
-    out = []
+def _measure(run, chains: np.ndarray, nbeta: float, burnin: int, init_loss: float) -> dict:
+    """Acceptance, divergence, λ̂ ± MCSE and levelling-off of the chains ``chains`` of one run."""
+    diverged = int(np.sum(run.divergent_step[chains] >= 0))
+    trace = nbeta * (run.loss_trace[chains, burnin:].astype(np.float64) - init_loss)
     acc_mask = run.acceptance_steps >= burnin
-    for i, (e, nbeta, g) in enumerate(points):
-        sl = slice(i * chains, (i + 1) * chains)
-        diverged = int(np.sum(run.divergent_step[sl] >= 0))
-        trace = nbeta * (run.loss_trace[sl, burnin:].astype(np.float64) - init_loss)
-        acc = run.acceptance[sl][:, acc_mask] if run.acceptance.size else run.acceptance
-        acceptance = float(np.nanmean(acc)) if acc.size and np.isfinite(acc).any() else None
-        if diverged or not np.all(np.isfinite(trace)):
-            llc = mcse = float("nan")
-            levelled = False
-            acceptance = 0.0 if acceptance is not None else None
-        else:
-            llc = float(np.mean(trace))
-            mcse = diag.mcse(trace)
-            if not np.isfinite(mcse) and trace.shape[1] > 1:
-                mcse = float(np.std(trace) / math.sqrt(trace.size))
-            levelled = bool(diag.levelled_off(trace)[0])
-        out.append(
-            {
-                "step_size": float(e),
-                "nbeta": float(nbeta),
-                "localization": float(g),
-                "chains": chains,
-                "diverged": diverged,
-                "acceptance": acceptance,
-                "llc": llc,
-                "llc_mcse": mcse,
-                "levelled": levelled,
-            }
-        )
-    seconds = run.compile_seconds + run.sample_seconds
-    return out, {"chain_steps": len(eps) * steps, "compile_seconds": run.compile_seconds, "seconds": seconds}
+    acc = run.acceptance[chains][:, acc_mask] if run.acceptance.size else np.empty((0, 0))
+    acceptance = float(np.nanmean(acc)) if acc.size and np.isfinite(acc).any() else None
+    if diverged or not np.all(np.isfinite(trace)):
+        llc = mcse = float("nan")
+        levelled = False
+        acceptance = None if acceptance is None else 0.0
+    else:
+        llc = float(np.mean(trace))
+        mcse = _standard_error(trace)
+        levelled = bool(diag.levelled_off(trace)[0])
+    return {
+        "chains": int(len(chains)),
+        "diverged": diverged,
+        "acceptance": acceptance,
+        "llc": llc,
+        "llc_mcse": mcse,
+        "levelled": levelled,
+    }
+
+
+def _standard_error(trace: np.ndarray) -> float:
+    """Standard error of the mean of a [chains, draws] trace: the larger of the ESS-based MCSE and sd(chain means)/√chains."""
+    se = diag.mcse(trace)
+    if trace.shape[0] > 1:
+        se = np.nanmax([se, np.std(trace.mean(axis=1), ddof=1) / math.sqrt(trace.shape[0])])
+    if not np.isfinite(se) and trace.size > 1:
+        se = float(np.std(trace) / math.sqrt(trace.size))
+    return float(se)
 
 
 def _acceptance_ok(row, target) -> bool:
     return row["acceptance"] is None or row["acceptance"] >= target
 
 
+def _passes(row, target) -> bool:
+    return not row["diverged"] and _acceptance_ok(row, target)
+
+
 def _crossing(rows, target) -> tuple[str, float]:
     """From probe rows (ε descending) of one (nβ, γ): ('ok', ε_x) at the acceptance crossing, or 'up'/'down'."""
-    ok = [not r["diverged"] and _acceptance_ok(r, target) for r in rows]
+    ok = [_passes(r, target) for r in rows]
     if ok[0]:
         return "up", rows[0]["step_size"]
     if not any(ok):
@@ -376,18 +383,48 @@ def _crossing(rows, target) -> tuple[str, float]:
     if hi["acceptance"] is None or lo["acceptance"] is None or hi["diverged"]:
         return "ok", lo["step_size"]
     # interpolate the acceptance linearly in log ε between the bracketing steps
-    a_hi, a_lo = hi["acceptance"], lo["acceptance"]
-    frac = (a_lo - target) / max(a_lo - a_hi, 1e-12)
-    return "ok", float(np.exp(np.log(lo["step_size"]) + frac * (np.log(hi["step_size"]) - np.log(lo["step_size"]))))
+    frac = (lo["acceptance"] - target) / max(lo["acceptance"] - hi["acceptance"], 1e-12)
+    log_lo, log_hi = math.log(lo["step_size"]), math.log(hi["step_size"])
+    return "ok", float(math.exp(log_lo + min(max(frac, 0.0), 1.0) * (log_hi - log_lo)))
 
 
-def _halving(row, half, z, rel) -> bool | None:
-    """Does λ̂(ε) agree with λ̂(ε/2)? None when the comparison is not meaningful."""
-    if half is None or half["diverged"] or not half["levelled"] or not np.isfinite(half["llc"]) or not np.isfinite(row["llc"]):
-        return None
-    diff = abs(row["llc"] - half["llc"])
-    se = math.hypot(row["llc_mcse"], half["llc_mcse"])
-    return not (diff > z * se and diff > rel * abs(half["llc"]))
+def _paired_difference(run_a, run_b, chains, nbeta, burnin) -> tuple[float, float]:
+    """λ̂(ε) - λ̂(ε/2) over the same steps, from chains that share their noise and minibatches, ± its SE.
+
+    Same seed and chain index: the two chains are driven by the same Gaussian
+    increments, so their λ̂ are strongly correlated and the difference is far
+    more precise than either (common random numbers).
+    """
+    diff = nbeta * (run_a.loss_trace[chains, burnin:].astype(np.float64) - run_b.loss_trace[chains, burnin:])
+    if not np.all(np.isfinite(diff)):
+        return float("nan"), float("nan")
+    return float(np.mean(diff)), _standard_error(diff)
+
+
+def _halving_analysis(traces, rows, z, tolerance) -> tuple[float, float, bool]:
+    """Differences of λ̂ between coupled chains at ε, ε/2, ε/4 (``traces``: three [chains, draws] λ traces).
+
+    Sets ``llc_half``, ``halving_diff`` ± ``halving_se`` and ``halving_ok`` on the rows at ε and ε/2, and
+    returns (D1, D2, slow): slow when D2 - D1/2 is significantly positive in the direction of D1 (the
+    difference does not shrink like a bias ∝ ε would: λ̂ is still rising at this run length). The chains share their noise, so the per-draw differences are
+    nearly free of the chains' own fluctuations (common random numbers).
+    """
+    diffs = []
+    for k in range(2):
+        d = traces[k] - traces[k + 1]
+        finite = np.all(np.isfinite(d)) and not (rows[k]["diverged"] or rows[k + 1]["diverged"])
+        mean, se = (float(np.mean(d)), _standard_error(d)) if finite else (float("nan"), float("nan"))
+        half = rows[k + 1]
+        rows[k].update(llc_half=half["llc"], halving_diff=mean, halving_se=se)
+        if finite:
+            rows[k]["halving_ok"] = not (abs(mean) > z * se and abs(mean) > tolerance * abs(half["llc"]))
+        diffs.append(mean)
+    d1, d2 = diffs
+    slow = False
+    if np.all(np.isfinite(diffs)):
+        excess = (traces[1] - traces[2]) - 0.5 * (traces[0] - traces[1])  # D2 - D1/2, per draw
+        slow = bool(np.sign(d1) * np.mean(excess) > z * _standard_error(excess))
+    return d1, d2, slow
 
 
 # --------------------------------------------------------------------------- the procedure
@@ -407,53 +444,60 @@ def calibrate(
     target_acceptance: float = TARGET_ACCEPTANCE,
     step_sizes: Sequence[float] | None = None,
     num_steps: int = 300,
-    probe_steps: int = 100,
-    verify_chains: int = 6,
-    halving_tolerance: float = 0.05,
+    points: int = POINTS,
+    halving_tolerance: float = 0.025,
     halving_z: float = 2.0,
     localization_tolerance: float = 0.1,
-    max_rounds: int = 4,
+    max_rounds: int = 3,
     init_loss: float | None = None,
     warn: bool = True,
 ) -> Calibration:
     """Recommend the largest healthy SGLD step size ε for LLC estimation at ``params``.
 
-    A step is healthy when its chains (i) never diverge, (ii) have MALA
-    acceptance of their proposals ≥ ``target_acceptance`` (Furman & Lau,
-    arXiv 2402.03698: α = min(1, e^{U(w)-U(w')}·q(w|w')/q(w'|w))), (iii) have
-    a λ̂ trace that levelled off within the burn-in (first half of
-    ``num_steps``), and (iv) give λ̂(ε) that agrees with λ̂(ε/2): a
-    difference larger than ``halving_z`` standard errors *and* than
-    ``halving_tolerance``·|λ̂| fails (SGLD's bias is O(ε), so the difference
-    is about half the bias at ε). See the module docstring for the stages.
+    A step is healthy when its chains (i) never diverge, (ii) have a mean MALA
+    acceptance probability of their proposals ≥ ``target_acceptance``
+    (Furman & Lau, arXiv 2402.03698: α = min(1, e^{U(w)-U(w')}·q(w|w')/q(w'|w)),
+    q the Langevin proposal), (iii) give a λ̂ trace that levelled off within
+    the burn-in (the first half of ``num_steps``), and (iv) give λ̂(ε) that
+    agrees with λ̂(ε/2): SGLD's bias is O(ε), so b(ε) ≈ 2·(λ̂(ε) - λ̂(ε/2));
+    a difference larger than ``halving_z`` standard errors *and* than
+    ``halving_tolerance``·|λ̂| fails (the default 0.025 caps the estimated
+    step-size bias near 5%). The chains at ε and ε/2 share their Gaussian noise
+    and minibatches, which makes the difference far more precise than either λ̂.
+    The stages are described in the module docstring.
 
     Args:
       loss_fn, params, data, batch_size, sampler, sampler_options, seed: as
         for :func:`slt.estimate_llc`.
-      nbeta: nβ, default n/log n; a list sweeps it (the first value is the
-        one recommended; nβ defines the estimand, it is not tuned).
-      localization: γ, default 1; a list sweeps it, picks the smallest γ whose
-        λ̂ agrees with the next larger one, and warns when λ̂ depends on γ by
-        more than ``localization_tolerance`` (relative, beyond noise).
+      nbeta: nβ, default n/log n; a list sweeps it (the first value is the one
+        recommended: nβ defines what is measured, it is not tuned).
+      localization: γ, default 1; a list sweeps it, recommends the smallest γ
+        whose λ̂ agrees with the next larger one, and warns when λ̂ depends on
+        γ by more than ``localization_tolerance`` (relative, beyond noise).
       target_acceptance: the acceptance a healthy step must reach.
-      step_sizes: sweep exactly these steps instead of probing for a range.
-      num_steps: steps per chain in the sweep and verification (half burn-in).
-      probe_steps: steps per chain in the range probe.
-      verify_chains: chains per step in the verification of ε against ε/2.
+      step_sizes: sweep these steps (the largest healthy one is verified)
+        instead of probing for the range.
+      num_steps: steps per chain in every stage (half of them burn-in).
+      points: chains per (nβ, γ) in each call: steps per probe/sweep, chains
+        per verification.
+      max_rounds: how often each stage may move its window or step down.
       init_loss: L(w*) if known.
       warn: emit the calibration's warnings as :class:`slt.SLTWarning`.
 
     Returns:
-      :class:`Calibration`; ``.step_size`` is the recommendation,
-      ``.table`` the measurements, ``.plot()`` draws them.
+      :class:`Calibration`: ``.step_size`` is the recommendation, ``.table``
+      the measurements, ``.plot()`` draws them, ``.to_dict()`` records them.
     """
     start = time.perf_counter()
     nbetas = _as_list("nbeta", nbeta, None)
     gammas = _as_list("localization", localization, DEFAULT_LOCALIZATION)
-    check.require(0 < target_acceptance < 1, f"target_acceptance must be in (0, 1), got {target_acceptance}")
+    check.require(
+        isinstance(target_acceptance, (int, float)) and 0 < target_acceptance < 1,
+        f"target_acceptance must be in (0, 1), got {target_acceptance!r}",
+    )
     check.positive_int("num_steps", num_steps, minimum=16)
-    check.positive_int("probe_steps", probe_steps, minimum=8)
-    check.positive_int("verify_chains", verify_chains, minimum=1)
+    check.positive_int("points", points, minimum=2)
+    check.positive_int("max_rounds", max_rounds)
     resolved = []
     for nb in nbetas:
         for g in gammas:
@@ -464,165 +508,203 @@ def calibrate(
             resolved.append((float(nb_value), float(g)))
     combos = _unique(resolved)
     if step_sizes is not None:
-        grid_given = sorted({check.positive_number("step_sizes", s) for s in np.ravel(step_sizes)}, reverse=True)
-        check.require(len(grid_given) >= 1, "step_sizes is empty")
+        given = sorted({check.positive_number("step_sizes", s) for s in np.ravel(step_sizes)}, reverse=True)
+        check.require(len(given) > 0, "step_sizes is empty; pass step sizes or None to probe for them")
     options = tuple(sorted((sampler_options or {}).items()))
     has_acceptance = bool(get_sampler(sampler).LANGEVIN_PROPOSAL) or sampler == "mala"
     if init_loss is None:
         init_loss = full_data_loss(loss_fn, params, data)
     init_loss = float(init_loss)
+    burnin = num_steps // 2
     messages: list[str] = []
     table: list[dict] = []
-    cost = {"chain_steps": 0, "compile_seconds": 0.0, "programs": 0, "rounds": {"probe": 0, "sweep": 0, "verify": 0}}
+    cost = {"chain_steps": 0, "compile_seconds": 0.0, "sample_seconds": 0.0, "calls": {"probe": 0, "sweep": 0, "verify": 0}}
     key = jax.random.PRNGKey(seed)
-    counter = [0]
+    # ONE program for every stage: `points` chains per (nβ, γ), `num_steps` steps; calls differ only in ε.
+    config = RunConfig(
+        sampler=sampler,
+        num_chains=points * len(combos),
+        num_steps=num_steps,
+        batch_size=batch,
+        sampler_options=options,
+        acceptance_every=max(1, num_steps // 50) if has_acceptance else 0,
+    )
+    chain_nbeta = np.repeat([c[0] for c in combos], points)
+    chain_gamma = np.repeat([c[1] for c in combos], points)
 
-    def run(points, chains, steps, stage):
-        counter[0] += 1
-        rows, c = _run_points(
-            loss_fn, params, data, points, chains=chains, steps=steps, batch=batch, sampler=sampler, options=options,
-            seed=jax.random.fold_in(key, counter[0]), burnin=steps // 2 if stage != "probe" else steps // 5,
-            acc_every=max(1, steps // (25 if stage == "probe" else 50)) if has_acceptance else 0,
-            init_loss=init_loss,
+    def call(step_per_chain, stage, seed_index):
+        run = run_chains(
+            loss_fn, params, data, Hyperparameters(np.asarray(step_per_chain, float), chain_nbeta, chain_gamma),
+            config=config, seed=jax.random.fold_in(key, seed_index),
         )
-        cost["chain_steps"] += c["chain_steps"]
-        cost["compile_seconds"] += c["compile_seconds"]
-        cost["programs"] += c["compile_seconds"] > 0
-        cost["rounds"][stage] += 1
-        for r in rows:
-            r["stage"] = stage
-            r["round"] = cost["rounds"][stage]
-            r.update(llc_half=None, halving_ok=None, healthy=False, chosen=False)
-        return rows
+        cost["chain_steps"] += config.num_chains * num_steps
+        cost["compile_seconds"] += run.compile_seconds
+        cost["sample_seconds"] += run.sample_seconds
+        cost["calls"][stage] += 1
+        return run
 
-    # 1. curvature: ε_stab = 4 / (nβ·h + γ)
+    def row(run, chains, c, step, stage):
+        r = {"stage": stage, "round": cost["calls"][stage], "step_size": float(step), "nbeta": c[0], "localization": c[1]}
+        r.update(_measure(run, chains, c[0], burnin, init_loss))
+        r.update(llc_half=None, halving_diff=None, halving_se=None, halving_ok=None, slow_mixing=None, healthy=False,
+                 chosen=False)
+        r["healthy"] = _passes(r, target_acceptance) and r["levelled"]
+        return r
+
+    def grid_stage(grids, stage, index):
+        """One chain per step: rows per combo, ε descending."""
+        steps = np.concatenate([grids[c] for c in combos])
+        run = call(steps, stage, index)
+        out = {}
+        for j, c in enumerate(combos):
+            out[c] = [row(run, np.array([j * points + k]), c, grids[c][k], stage) for k in range(points)]
+            table.extend(out[c])
+        return out
+
+    # 1. curvature: stability limit ε_stab = 4 / (nβ·h + γ)
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
     idx = np.sort(rng.choice(n, size=min(n, max(batch, 256)), replace=False))
     h = top_hessian_eigenvalue(loss_fn, params, jax.tree.map(lambda x: jnp.asarray(x)[idx], data), seed=seed)
-    curvature_seconds = time.perf_counter() - t0
     stab = {c: 4.0 / max(c[0] * h + c[1], 1e-30) for c in combos}
     curvature = {
         "top_eigenvalue": h,
         "stability_limit": stab[combos[0]],
         "stability_limits": [{"nbeta": c[0], "localization": c[1], "stability_limit": stab[c]} for c in combos],
-        "seconds": curvature_seconds,
+        "seconds": time.perf_counter() - t0,
     }
+    seed_index = 0
 
-    # 2. probe: bracket the acceptance crossing within a decade
-    if step_sizes is None:
-        top = {c: stab[c] for c in combos}
-        crossing = {}
+    # 2. sweep: √2 apart, from ε_stab down (or the given steps); candidate = largest step passing (i)-(iii).
+    #    When the window misses the acceptance crossing, a probe one decade apart brackets it and the sweep is redone.
+    def probe(tops: dict) -> dict:
+        nonlocal seed_index
+        crossing: dict = {}
         for _ in range(max_rounds):
-            pending = [c for c in combos if c not in crossing]
+            pending = [c for c in tops if c not in crossing]
             if not pending:
                 break
-            points = [(top[c] * 10.0**-k, c[0], c[1]) for c in combos for k in range(PROBE_DECADES)]
-            rows = run(points, 1, probe_steps, "probe")
-            table += rows
-            for i, c in enumerate(combos):
-                if c not in pending:
-                    continue
-                status, eps_x = _crossing(rows[i * PROBE_DECADES : (i + 1) * PROBE_DECADES], target_acceptance)
+            seed_index += 1
+            grid = {c: (tops[c] if c in tops else grids[c][0]) * 10.0 ** -np.arange(points) for c in combos}
+            rows = grid_stage(grid, "probe", seed_index)
+            for c in pending:
+                status, eps_x = _crossing(rows[c], target_acceptance)
                 if status == "ok":
                     crossing[c] = eps_x
-                elif status == "up":
-                    top[c] *= 10.0 ** (PROBE_DECADES - 2)
                 else:
-                    top[c] *= 10.0 ** -(PROBE_DECADES - 1)
-        for c in combos:
+                    tops[c] *= 10.0 ** ((points - 2) if status == "up" else -(points - 1))
+        for c in tops:
             if c not in crossing:
-                crossing[c] = top[c] * 10.0 ** -(PROBE_DECADES // 2)
+                crossing[c] = tops[c] * 10.0 ** -(points // 2)
                 messages.append(
-                    f"nβ={c[0]:.4g}, γ={c[1]:g}: the probe found no step size where the acceptance crosses "
-                    f"{target_acceptance} within {max_rounds} rounds; the sweep is centred at {crossing[c]:.3g}"
+                    f"nβ={c[0]:.4g}, γ={c[1]:g}: no step size brought the MALA acceptance across {target_acceptance} "
+                    f"in {max_rounds} probes; sweeping around ε = {crossing[c]:.3g}"
                 )
-        grids = {c: [crossing[c] * GRID_TOP * 2.0 ** (-k / 2) for k in range(GRID_POINTS)] for c in combos}
-    else:
-        grids = {c: list(grid_given) for c in combos}
+        return crossing
 
-    # 3. sweep: √2 grid, one chain per step
+    if step_sizes is None:
+        grids = {c: stab[c] * 2.0 ** (-np.arange(points) / 2) for c in combos}
+    else:
+        padded = (given * points)[:points] if len(given) < points else given[:points]
+        if len(given) > points:
+            messages.append(f"only the {points} largest step_sizes are swept (points={points})")
+        grids = {c: np.array(sorted(padded, reverse=True), float) for c in combos}
     candidates: dict = {}
-    sweep_rows: dict = {c: [] for c in combos}
-    for _ in range(max_rounds if step_sizes is None else 1):
+    probed: set = set()
+    rounds = max_rounds if step_sizes is None else 1
+    for rnd in range(rounds):
         pending = [c for c in combos if c not in candidates]
         if not pending:
             break
-        points = [(e, c[0], c[1]) for c in combos for e in grids[c]]
-        rows = run(points, 1, num_steps, "sweep")
-        table += rows
-        i = 0
-        for c in combos:
-            mine = rows[i : i + len(grids[c])]
-            i += len(grids[c])
-            if c not in pending:
-                continue
-            sweep_rows[c] = mine
-            for r in mine:
-                r["healthy"] = not r["diverged"] and _acceptance_ok(r, target_acceptance) and r["levelled"]
-            passing = [r for r in mine if not r["diverged"] and _acceptance_ok(r, target_acceptance)]
-            if step_sizes is None and mine[0]["healthy"]:
-                grids[c] = [e * 2.0 ** ((GRID_POINTS - 3) / 2) for e in grids[c]]  # the top passed: move up
-                continue
-            if step_sizes is None and not passing:
-                grids[c] = [e * 2.0 ** -((GRID_POINTS - 3) / 2) for e in grids[c]]  # nothing passed: move down
-                continue
+        seed_index += 1
+        rows = grid_stage(grids, "sweep", seed_index)
+        need_probe = {}
+        for c in pending:
+            mine = rows[c]
+            passing = [r for r in mine if _passes(r, target_acceptance)]
             healthy = [r for r in mine if r["healthy"]]
-            if healthy:
+            missed = step_sizes is None and (mine[0]["healthy"] or not passing) and rnd < rounds - 1
+            if missed and c not in probed:
+                # up: even the top passed, probe 7 decades above it; down: nothing passed, probe below the bottom
+                need_probe[c] = grids[c][0] * 10.0 ** (points - 1) if mine[0]["healthy"] else grids[c][-1]
+            elif missed:
+                grids[c] = grids[c] * 2.0 ** ((points - 2) / 2 * (1 if mine[0]["healthy"] else -1))
+            elif healthy:
                 candidates[c] = (healthy[0]["step_size"], "")
             elif passing:
                 candidates[c] = (
                     passing[0]["step_size"],
-                    "not levelled off within the calibration burn-in at any step with acceptable acceptance; "
-                    "raise num_steps",
+                    "the λ̂ trace did not level off within the calibration burn-in at any step with acceptable "
+                    f"acceptance; raise num_steps (now {num_steps})",
                 )
-    for c in combos:
-        if c not in candidates:
-            fallback = min(grids[c])
-            candidates[c] = (fallback, f"no healthy step in the swept range; using the smallest step tried, {fallback:.3g}")
+            else:
+                smallest = float(min(grids[c]))
+                candidates[c] = (smallest, f"no swept step passed; using the smallest, {smallest:.3g}")
+        if need_probe:
+            crossing = probe(need_probe)
+            for c, eps_x in crossing.items():
+                grids[c] = eps_x * GRID_TOP * 2.0 ** (-np.arange(points) / 2)
+                probed.add(c)
 
-    # 4. verification: ε against ε/2 with verify_chains chains each
-    final: dict = {}
+    # 3. verification: `points` chains at ε, ε/2 and ε/4 driven by the same noise (same seed, same chain index).
+    #    D1 = λ̂(ε) - λ̂(ε/2), D2 = λ̂(ε/2) - λ̂(ε/4). SGLD's bias is ∝ ε, so step-size bias gives D2 ≈ D1/2;
+    #    D2 significantly above D1/2 means slow mixing (λ̂ still rising), which a smaller step would only worsen.
     current = {c: candidates[c][0] for c in combos}
     notes = {c: candidates[c][1] for c in combos}
-    for _ in range(max_rounds):
+    final: dict = {}
+    for rnd in range(max_rounds):
         pending = [c for c in combos if c not in final]
         if not pending:
             break
-        points = []
-        for c in combos:
-            points += [(current[c], c[0], c[1]), (current[c] / 2, c[0], c[1])]
-        rows = run(points, verify_chains, num_steps, "verify")
+        seed_index += 1
+        steps = np.repeat([current[c] for c in combos], points)
+        runs = [call(steps / 2**k, "verify", seed_index) for k in range(3)]  # same seed: coupled chains
+        last_round = rnd == max_rounds - 1
         for j, c in enumerate(combos):
-            row, half = rows[2 * j], rows[2 * j + 1]
             if c not in pending:
                 continue
-            table += [row, half]
-            row["llc_half"] = half["llc"]
-            row["halving_ok"] = _halving(row, half, halving_z, halving_tolerance)
-            half["healthy"] = not half["diverged"] and _acceptance_ok(half, target_acceptance) and half["levelled"]
-            row["healthy"] = (
-                not row["diverged"] and _acceptance_ok(row, target_acceptance) and row["levelled"]
-                and row["halving_ok"] is not False
+            chains = np.arange(j * points, (j + 1) * points)
+            rows = [row(run, chains, c, current[c] / 2**k, "verify") for k, run in enumerate(runs)]
+            table.extend(rows)
+            traces = [c[0] * run.loss_trace[chains, burnin:].astype(np.float64) for run in runs]
+            d1, d2, slow = _halving_analysis(traces, rows, halving_z, halving_tolerance)
+            for r in rows[:2]:
+                r["healthy"] = r["healthy"] and (r["halving_ok"] is not False or slow)
+            pick = None
+            for k, r in enumerate(rows):
+                if not _passes(r, target_acceptance):
+                    continue
+                if k < 2:
+                    fine = r["halving_ok"] is not False or slow
+                else:  # ε/4: the bias model predicts λ̂(ε/4) - λ̂(ε/8) ≈ D2/2
+                    fine = abs(d2) / 2 <= max(halving_tolerance * abs(r["llc"]), halving_z * (r["llc_mcse"] or 0.0))
+                if fine:
+                    pick = r
+                    break
+            if pick is None and not last_round:
+                current[c] /= 8
+                continue
+            if pick is None:
+                pick = next((r for r in rows if _passes(r, target_acceptance)), rows[-1])
+                notes[c] = notes[c] or f"λ̂ still depends on the step size after {max_rounds} verification rounds"
+            pick["slow_mixing"] = bool(slow)
+            pick["healthy"] = bool(
+                _passes(pick, target_acceptance) and pick["levelled"] and (pick["halving_ok"] is not False or slow)
             )
-            if row["healthy"] or notes[c]:
-                final[c] = row
-                if row["halving_ok"] is None and not notes[c]:
-                    notes[c] = "λ̂(ε/2) had not levelled off, so the halving check was skipped"
-            else:
-                current[c] /= math.sqrt(2)
-    for c in combos:
-        if c not in final:
-            last = [r for r in table if r["stage"] == "verify" and (r["nbeta"], r["localization"]) == c][-2]
-            final[c] = last
-            notes[c] = f"no verified step after {max_rounds} rounds; using {last['step_size']:.3g}"
-    for c in combos:
-        final[c]["chosen"] = True
+            if slow and not notes[c]:
+                notes[c] = (
+                    f"λ̂(ε) - λ̂(ε/2) = {d1:.3g} does not shrink at half the step (λ̂(ε/2) - λ̂(ε/4) = {d2:.3g}): "
+                    "λ̂ is still rising after the calibration's short runs (slow modes), which a smaller step would "
+                    "only slow down; estimate with long runs and check that λ̂ has levelled off"
+                )
+            if not pick["levelled"] and not notes[c]:
+                notes[c] = f"the λ̂ trace had not levelled off at the chosen step; raise num_steps (now {num_steps})"
+            final[c] = pick
 
     choices = []
     for c in combos:
         r = final[c]
-        status = notes[c] or ("ok" if r["healthy"] else "unhealthy")
+        r["chosen"] = True
         choices.append(
             {
                 "nbeta": c[0],
@@ -631,30 +713,31 @@ def calibrate(
                 "llc": r["llc"],
                 "llc_mcse": r["llc_mcse"],
                 "llc_half": r["llc_half"],
+                "halving_diff": r["halving_diff"],
+                "halving_se": r["halving_se"],
                 "acceptance": r["acceptance"],
-                "healthy": r["healthy"],
-                "status": status,
+                "healthy": bool(r["healthy"]),
+                "status": notes[c] or "ok",
             }
         )
         if notes[c]:
             messages.append(f"nβ={c[0]:.4g}, γ={c[1]:g}: {notes[c]}")
 
-    # recommendation: first nβ; γ from the plateau of λ̂(γ)
+    # recommendation: the first nβ; γ from the plateau of λ̂(γ) when γ is swept
     nb0 = combos[0][0]
     gamma_rows = sorted((ch for ch in choices if ch["nbeta"] == nb0), key=lambda ch: ch["localization"])
-    chosen_gamma = gamma_rows[0]["localization"] if len(gammas) == 1 else _pick_localization(
-        gamma_rows, localization_tolerance, halving_z, messages
+    chosen_gamma = (
+        gamma_rows[0]["localization"]
+        if len(gamma_rows) == 1
+        else _pick_localization(gamma_rows, localization_tolerance, halving_z, messages)
     )
     chosen = next(ch for ch in choices if ch["nbeta"] == nb0 and ch["localization"] == chosen_gamma)
-    for r in table:
-        r["chosen"] = r["chosen"] and (r["nbeta"], r["localization"]) in combos
-
     cost["seconds"] = time.perf_counter() - start
     result = Calibration(
         step_size=float(chosen["step_size"]),
         nbeta=float(nb0),
         localization=float(chosen_gamma),
-        num_burnin=int(num_steps // 2),
+        num_burnin=int(burnin),
         sampler=sampler,
         batch_size=int(batch),
         num_examples=int(n),
@@ -667,12 +750,12 @@ def calibrate(
         cost=cost,
         settings={
             "num_steps": num_steps,
-            "probe_steps": probe_steps,
-            "verify_chains": verify_chains,
+            "points": points,
             "halving_tolerance": halving_tolerance,
             "halving_z": halving_z,
             "localization_tolerance": localization_tolerance,
-            "step_sizes": None if step_sizes is None else list(grid_given),
+            "max_rounds": max_rounds,
+            "step_sizes": None if step_sizes is None else list(given),
             "seed": seed,
             "sampler_options": dict(options),
         },
