@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
     "script, args, png",
     [
         ("tms_trajectory.py", ["--quick"], "tms_trajectory.png"),
+        ("grokking_mlp.py", ["--tiny"], "seed_0/llc.png"),
         ("dln_llc_vs_theory.py", ["--quick"], "dln_llc_vs_theory.png"),
         ("grokking_transformer.py", ["--p", "7", "--train-frac", "0.6", "--epochs", "60", "--checkpoints", "6"],
          "grokking_transformer.png"),
