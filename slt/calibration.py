@@ -50,6 +50,7 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any, Callable, Sequence
 
 import jax
@@ -70,6 +71,7 @@ PyTree = Any
 DEFAULT_LOCALIZATION = 1.0
 TARGET_ACCEPTANCE = diag.ACCEPTANCE_TARGET  # 0.9, Furman & Lau (arXiv 2402.03698)
 POINTS = 8  # chains per (nβ, γ) in each call: 8 sweep steps, 8 probe decades, 8 verification chains per step
+SLOW_Z = 3.0  # standard errors by which D2 must exceed D1/2 to call the difference slow mixing, not bias
 GRID_TOP = 2.0  # after a probe, the sweep starts at GRID_TOP × the acceptance crossing ε_x it found
 
 
@@ -401,6 +403,43 @@ def _paired_difference(run_a, run_b, chains, nbeta, burnin) -> tuple[float, floa
     return float(np.mean(diff)), _standard_error(diff)
 
 
+def _take(run, chains):
+    """The chains ``chains`` of a sampling run (the fields :func:`_measure` reads)."""
+    return SimpleNamespace(
+        loss_trace=run.loss_trace[chains],
+        acceptance=run.acceptance[chains] if run.acceptance.size else run.acceptance[: len(chains)],
+        acceptance_steps=run.acceptance_steps,
+        divergent_step=run.divergent_step[chains],
+    )
+
+
+def _concat(parts):
+    """Stack the chains of several :func:`_take` results (replicates with the same settings)."""
+    return SimpleNamespace(
+        loss_trace=np.concatenate([p.loss_trace for p in parts]),
+        acceptance=np.concatenate([p.acceptance for p in parts]),
+        acceptance_steps=parts[0].acceptance_steps,
+        divergent_step=np.concatenate([p.divergent_step for p in parts]),
+    )
+
+
+def _resolved(rows, target, z, tolerance) -> bool:
+    """Is the halving decision clear for the row that would be chosen (the first acceptable row not clearly failing)?
+
+    Clear = resolved to the tolerance (z·SE ≤ tolerance·|λ̂(ε/2)|) or clearly failed (|D| > z·SE and > tolerance).
+    """
+    for r in rows:
+        if not _passes(r, target):
+            continue
+        if r["halving_diff"] is None or not (np.isfinite(r["halving_diff"]) and np.isfinite(r["halving_se"])):
+            return True
+        d, e, scale = abs(r["halving_diff"]), z * r["halving_se"], tolerance * abs(r["llc_half"])
+        if d > e and d > scale:
+            continue  # clearly fails: the decision moves on to the next smaller step
+        return e <= scale
+    return True
+
+
 def _halving_analysis(traces, rows, z, tolerance) -> tuple[float, float, bool]:
     """Differences of λ̂ between coupled chains at ε, ε/2, ε/4 (``traces``: three [chains, draws] λ traces).
 
@@ -423,7 +462,7 @@ def _halving_analysis(traces, rows, z, tolerance) -> tuple[float, float, bool]:
     slow = False
     if np.all(np.isfinite(diffs)):
         excess = (traces[1] - traces[2]) - 0.5 * (traces[0] - traces[1])  # D2 - D1/2, per draw
-        slow = bool(np.sign(d1) * np.mean(excess) > z * _standard_error(excess))
+        slow = bool(np.sign(d1) * np.mean(excess) > max(z, SLOW_Z) * _standard_error(excess))
     return d1, d2, slow
 
 
@@ -449,6 +488,7 @@ def calibrate(
     halving_z: float = 2.0,
     localization_tolerance: float = 0.1,
     max_rounds: int = 3,
+    max_replicates: int = 4,
     init_loss: float | None = None,
     warn: bool = True,
 ) -> Calibration:
@@ -481,6 +521,10 @@ def calibrate(
       points: chains per (nβ, γ) in each call: steps per probe/sweep, chains
         per verification.
       max_rounds: how often each stage may move its window or step down.
+      max_replicates: at most this many coupled replicates (of ``points``
+        chains each) per verified step, added while the halving difference is
+        not resolved to ``halving_tolerance``·|λ̂| (cheap for small models,
+        whose λ̂ fluctuates most).
       init_loss: L(w*) if known.
       warn: emit the calibration's warnings as :class:`slt.SLTWarning`.
 
@@ -498,6 +542,7 @@ def calibrate(
     check.positive_int("num_steps", num_steps, minimum=16)
     check.positive_int("points", points, minimum=2)
     check.positive_int("max_rounds", max_rounds)
+    check.positive_int("max_replicates", max_replicates)
     resolved = []
     for nb in nbetas:
         for g in gammas:
@@ -649,6 +694,7 @@ def calibrate(
     # 3. verification: `points` chains at ε, ε/2 and ε/4 driven by the same noise (same seed, same chain index).
     #    D1 = λ̂(ε) - λ̂(ε/2), D2 = λ̂(ε/2) - λ̂(ε/4). SGLD's bias is ∝ ε, so step-size bias gives D2 ≈ D1/2;
     #    D2 significantly above D1/2 means slow mixing (λ̂ still rising), which a smaller step would only worsen.
+    #    While the difference is not resolved to the tolerance, more coupled replicates are added (≤ max_replicates).
     current = {c: candidates[c][0] for c in combos}
     notes = {c: candidates[c][1] for c in combos}
     final: dict = {}
@@ -656,18 +702,32 @@ def calibrate(
         pending = [c for c in combos if c not in final]
         if not pending:
             break
-        seed_index += 1
-        steps = np.repeat([current[c] for c in combos], points)
-        runs = [call(steps / 2**k, "verify", seed_index) for k in range(3)]  # same seed: coupled chains
+        stacks = {c: [[], [], []] for c in pending}
+        results: dict = {}
+        unresolved = list(pending)
+        for _rep in range(max_replicates):
+            seed_index += 1
+            steps = np.repeat([current[c] for c in combos], points)
+            runs = [call(steps / 2**k, "verify", seed_index) for k in range(3)]  # same seed: coupled chains
+            for j, c in enumerate(combos):
+                if c in unresolved:
+                    for k in range(3):
+                        stacks[c][k].append(_take(runs[k], np.arange(j * points, (j + 1) * points)))
+            for c in unresolved:
+                merged = [_concat(stack) for stack in stacks[c]]
+                everyone = np.arange(merged[0].loss_trace.shape[0])
+                rows = [row(m, everyone, c, current[c] / 2**k, "verify") for k, m in enumerate(merged)]
+                traces = [c[0] * m.loss_trace[:, burnin:].astype(np.float64) for m in merged]
+                results[c] = (rows, *_halving_analysis(traces, rows, halving_z, halving_tolerance))
+            unresolved = [c for c in unresolved if not _resolved(results[c][0], target_acceptance, halving_z,
+                                                                  halving_tolerance)]
+            if not unresolved:
+                break
         last_round = rnd == max_rounds - 1
-        for j, c in enumerate(combos):
-            if c not in pending:
-                continue
-            chains = np.arange(j * points, (j + 1) * points)
-            rows = [row(run, chains, c, current[c] / 2**k, "verify") for k, run in enumerate(runs)]
+        for c in pending:
+            rows, d1, d2, slow = results[c]
+            a, b, q = rows
             table.extend(rows)
-            traces = [c[0] * run.loss_trace[chains, burnin:].astype(np.float64) for run in runs]
-            d1, d2, slow = _halving_analysis(traces, rows, halving_z, halving_tolerance)
             for r in rows[:2]:
                 r["healthy"] = r["healthy"] and (r["halving_ok"] is not False or slow)
             pick = None
@@ -676,8 +736,9 @@ def calibrate(
                     continue
                 if k < 2:
                     fine = r["halving_ok"] is not False or slow
-                else:  # ε/4: the bias model predicts λ̂(ε/4) - λ̂(ε/8) ≈ D2/2
-                    fine = abs(d2) / 2 <= max(halving_tolerance * abs(r["llc"]), halving_z * (r["llc_mcse"] or 0.0))
+                else:  # ε/4: the bias model predicts λ̂(ε/4) - λ̂(ε/8) ≈ D2/2 ± SE(D2)/2
+                    se2 = rows[1]["halving_se"]
+                    fine = abs(d2) / 2 <= max(halving_tolerance * abs(r["llc"]), halving_z * se2 / 2)
                 if fine:
                     pick = r
                     break
@@ -696,6 +757,14 @@ def calibrate(
                     f"λ̂(ε) - λ̂(ε/2) = {d1:.3g} does not shrink at half the step (λ̂(ε/2) - λ̂(ε/4) = {d2:.3g}): "
                     "λ̂ is still rising after the calibration's short runs (slow modes), which a smaller step would "
                     "only slow down; estimate with long runs and check that λ̂ has levelled off"
+                )
+            if pick is not q and not slow and not _resolved([pick], target_acceptance, halving_z, halving_tolerance):
+                bound = 2 * (abs(pick["halving_diff"]) + halving_z * pick["halving_se"]) / max(abs(pick["llc"]), 1e-12)
+                messages.append(
+                    f"nβ={c[0]:.4g}, γ={c[1]:g}: λ̂(ε) - λ̂(ε/2) = {pick['halving_diff']:.3g} ± "
+                    f"{pick['halving_se']:.2g} could not be resolved to {halving_tolerance:.1%} of λ̂ with "
+                    f"{pick['chains']} chains of {num_steps} steps: the step-size bias at ε = {pick['step_size']:.3g} "
+                    f"may be up to ~{bound:.0%}; raise points or num_steps, or use a smaller step"
                 )
             if not pick["levelled"] and not notes[c]:
                 notes[c] = f"the λ̂ trace had not levelled off at the chosen step; raise num_steps (now {num_steps})"
@@ -755,6 +824,7 @@ def calibrate(
             "halving_z": halving_z,
             "localization_tolerance": localization_tolerance,
             "max_rounds": max_rounds,
+            "max_replicates": max_replicates,
             "step_sizes": None if step_sizes is None else list(given),
             "seed": seed,
             "sampler_options": dict(options),
