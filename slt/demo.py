@@ -58,7 +58,7 @@ SETTINGS = {
     "quick": DemoSettings(
         checkpoint_steps=(0, 250, 500, 1000, 1500, 2000, 2500, 3000, 4000, 5000, 6000, 7000, 8000, 9000, 10_000,
                           11_000, 12_000, 13_000, 14_000, 16_000, 18_000, 20_000),
-        num_chains=2, num_draws=250, acceptance_checks=0,
+        num_chains=2, num_draws=500, acceptance_checks=0,
     ),
     "tiny": DemoSettings(  # for CI: the pipeline end to end, not grokking
         p=23, num_steps=600, checkpoint_steps=(0, 100, 200, 300, 400, 500, 600), num_chains=2, num_draws=40,
