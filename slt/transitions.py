@@ -187,12 +187,33 @@ def _normalise_signals(steps, values, stds):
 # --------------------------------------------------------------------------- #
 # Gaussian process with derivative posterior
 # --------------------------------------------------------------------------- #
-def _rbf(a, b, ell):
-    r = a[:, None] - b[None, :]
-    return np.exp(-0.5 * (r / ell) ** 2), r
+def _kernel(r, ell, kind):
+    """Unit-variance stationary kernel of r = x - x'.
+
+    Returns k, dk/dlog(ell), dk/dx (= dk/dr, cross-covariance of f'(x) and
+    f(x')) and d2k/dx dx' (= -d2k/dr2, covariance of the slope)."""
+    if kind == "rbf":
+        q = (r / ell) ** 2
+        k = np.exp(-0.5 * q)
+        return k, k * q, -(r / ell**2) * k, k * (1.0 - q) / ell**2
+    ar = np.abs(r) * (np.sqrt(5.0 if kind == "matern52" else 3.0) / ell)
+    e = np.exp(-ar)
+    a2 = ar**2
+    if kind == "matern52":
+        a = np.sqrt(5.0) / ell
+        return ((1 + ar + a2 / 3) * e, a2 * (1 + ar) * e / 3,
+                -(a**2 / 3) * r * (1 + ar) * e, (a**2 / 3) * (1 + ar - a2) * e)
+    if kind == "matern32":
+        a = np.sqrt(3.0) / ell
+        return (1 + ar) * e, a2 * e, -(a**2) * r * e, a**2 * (1 - ar) * e
+    raise ValueError(f"unknown kernel {kind!r}")
 
 
 NOISE_MODEL = "profile"
+KERNEL = "rbf"
+MAX_FIT = 200
+PROFILE_FLOOR = 1.0
+DIP_THRESHOLD = 3.0
 
 
 def _noise_profile(y):
@@ -214,13 +235,13 @@ def _noise_profile(y):
     w = min(n, max(15, n // 6))
     lo = np.clip(np.arange(n) - w // 2, 0, n - w)
     prof = np.array([tmean(r2[i: i + w]) for i in lo])
-    return np.maximum(prof, 0.5 * glob)
+    return np.maximum(prof, PROFILE_FLOOR * glob)
 
 
-def _neg_lml(theta, y, v0, r2, mode):
-    """-log marginal likelihood and gradient; noise = v0 + e (mode 'add') or c * v0."""
+def _neg_lml(theta, y, v0, r, mode, kind):
+    """-log marginal likelihood and gradient; noise = v0 + e (mode 'add') or e * v0."""
     s2, ell, e = np.exp(theta)
-    R = np.exp(-0.5 * r2 / ell**2)
+    R, dR, _, _ = _kernel(r, ell, kind)
     noise = v0 + e if mode == "add" else e * v0
     K = s2 * R + np.diag(noise + 1e-9)
     try:
@@ -231,15 +252,9 @@ def _neg_lml(theta, y, v0, r2, mode):
     Kinv = linalg.cho_solve(c, np.eye(len(y)), check_finite=False)
     nll = 0.5 * y @ alpha + np.sum(np.log(np.diag(c[0]))) + 0.5 * len(y) * np.log(2 * np.pi)
     W = np.outer(alpha, alpha) - Kinv
-    dK0 = s2 * R
     dnoise = e * np.ones_like(v0) if mode == "add" else e * v0
-    g = np.array(
-        [
-            0.5 * np.sum(W * dK0),
-            0.5 * np.sum(W * (dK0 * r2 / ell**2)),
-            0.5 * np.sum(np.diag(W) * dnoise),
-        ]
-    )
+    g = np.array([0.5 * np.sum(W * (s2 * R)), 0.5 * np.sum(W * (s2 * dR)),
+                  0.5 * np.sum(np.diag(W) * dnoise)])
     return nll, -g
 
 
@@ -262,36 +277,39 @@ def _fit_gp(u, y, sd, grid):
     if scale == 0.0:
         scale = 1.0
     z = (y - offset) / scale
-    r2 = (u[:, None] - u[None, :]) ** 2
-    ell_min = max(1.5 * float(np.median(np.diff(u))), 2e-3)
+    r = u[:, None] - u[None, :]
     if sd is not None:  # known standard errors + a fitted extra white noise
         mode, v0 = "add", (sd / scale) ** 2
         ebounds, e0 = (np.log(1e-8), np.log(10.0)), 1e-2
-    else:  # noise profile from pseudo-residuals, times a fitted factor
+    else:  # robust noise profile, times a fitted factor
         mode, v0 = "mul", _noise_profile(z)
         ebounds, e0 = (np.log(0.3), np.log(10.0)), 1.0
+    # hyperparameters by marginal likelihood on <= MAX_FIT points (every k-th: the
+    # estimates are per-point quantities, so thinning only costs precision)
+    k = -(-len(z) // MAX_FIT)
+    sub = np.arange(0, len(z), k)
+    # ell below the checkpoint spacing would let the GP pass white noise off as signal
+    ell_min = max(1.5 * float(np.median(np.diff(u[sub]))), 2e-3)
     bounds = [(np.log(1e-6), np.log(1e2)), (np.log(ell_min), np.log(2.0)), ebounds]
+    args = (z[sub], v0[sub], r[np.ix_(sub, sub)], mode, KERNEL)
     best = None
     for ell0 in (0.03, 0.1, 0.4):
         x0 = np.array([0.0, np.log(max(ell0, ell_min * 1.01)), np.log(e0)])
-        res = optimize.minimize(
-            _neg_lml, x0, args=(z, v0, r2, mode), jac=True, method="L-BFGS-B", bounds=bounds
-        )
+        res = optimize.minimize(_neg_lml, x0, args=args, jac=True, method="L-BFGS-B", bounds=bounds)
         if best is None or res.fun < best.fun:
             best = res
     s2, ell, e = np.exp(best.x)
     noise = v0 + e if mode == "add" else e * v0
-    K = s2 * np.exp(-0.5 * r2 / ell**2) + np.diag(noise + 1e-9)
+    K = s2 * _kernel(r, ell, KERNEL)[0] + np.diag(noise + 1e-9)
     c = linalg.cho_factor(K, lower=True, check_finite=False)
     alpha = linalg.cho_solve(c, z, check_finite=False)
-    R, r = _rbf(grid, u, ell)
-    Ks = s2 * R
-    Kd = -(r / ell**2) * Ks
-    Rgg, rgg = _rbf(grid, grid, ell)
+    R, _, Rd, _ = _kernel(grid[:, None] - u[None, :], ell, KERNEL)
+    Ks, Kd = s2 * R, s2 * Rd
+    Rgg, _, _, Rdd = _kernel(grid[:, None] - grid[None, :], ell, KERNEL)
     Vf = linalg.solve_triangular(c[0], Ks.T, lower=True, check_finite=False)
     Vg = linalg.solve_triangular(c[0], Kd.T, lower=True, check_finite=False)
     Cf = s2 * Rgg - Vf.T @ Vf
-    Cg = s2 * Rgg * (1.0 / ell**2 - rgg**2 / ell**4) - Vg.T @ Vg
+    Cg = s2 * Rdd - Vg.T @ Vg
     return _Fit(grid, Ks @ alpha, Cf, Kd @ alpha, Cg, scale, offset, (s2, ell, e))
 
 
@@ -311,9 +329,10 @@ def _local_max_abs(m):
 
 
 class _Segmenter:
-    def __init__(self, fit, threshold, dip_ratio, min_fraction):
+    def __init__(self, fit, threshold, dip_threshold, dip_ratio, min_fraction):
         self.f = fit
         self.thr = threshold
+        self.dip_thr = dip_threshold
         self.dip_ratio = dip_ratio
         self.sdf = np.sqrt(np.clip(np.diag(fit.Cf), 1e-300, None))
         self.sdg = np.sqrt(np.clip(np.diag(fit.Cg), 1e-300, None))
@@ -340,49 +359,106 @@ class _Segmenter:
         var = Cg[p, p] + Cg[s, s] - 2 * Cg[p, s]
         return sign * (m[p] - m[s]) / np.sqrt(max(var, 1e-300))
 
+    def lin(self, pts):
+        """Mean and sd of sum_j w_j f(u_j) for pts = [(index, w), ...]."""
+        idx = np.array([i for i, _ in pts])
+        w = np.array([x for _, x in pts])
+        mean = float(w @ self.f.mu[idx])
+        var = float(w @ self.f.Cf[np.ix_(idx, idx)] @ w)
+        return mean, np.sqrt(max(var, 1e-300))
+
+    def plateau(self, A, B, sign, pa, pb, s):
+        """Is there a flat stretch between same-direction moves A=(a, b) and B?
+
+        Returns (z, ok): z = how significantly the mean slope over the gap
+        [A.end, B.start] is below the mean slopes of A and of B (the weaker of
+        the two), ok = whether the gap slope is below dip_ratio x theirs.
+        Without a gap, the same test on the pointwise slope at the split s."""
+        (a1, b1), (a2, b2) = A, B
+        u = self.f.u
+        if a2 - b1 >= 2 and b1 > a1 and b2 > a2:
+            LA, LG, LB = u[b1] - u[a1], u[a2] - u[b1], u[b2] - u[a2]
+            sA, sG, sB = [(self.f.mu[j] - self.f.mu[i]) / L
+                          for (i, j, L) in ((a1, b1, LA), (b1, a2, LG), (a2, b2, LB))]
+            _, sdA = self.lin([(b1, 1 / LA + 1 / LG), (a1, -1 / LA), (a2, -1 / LG)])
+            _, sdB = self.lin([(b2, 1 / LB), (a2, -1 / LB - 1 / LG), (b1, 1 / LG)])
+            z = min(sign * (sA - sG) / sdA, sign * (sB - sG) / sdB)
+            return z, sign * sG <= self.dip_ratio * min(sign * sA, sign * sB)
+        m = self.f.g
+        z = min(self.dip_z(pa, s), self.dip_z(pb, s))
+        return z, sign * m[s] <= self.dip_ratio * min(abs(m[pa]), abs(m[pb]))
+
     def ends(self, a, p, b):
-        """Where the move through slope peak p starts and stops inside [a, b]:
-        the extremes of the smoothed curve on either side of p (so a small
-        counter-move merged into the piece does not eat into the change)."""
-        mu, sign = self.f.mu, np.sign(self.f.g[p])
-        return a + int(np.argmin(sign * mu[a: p + 1])), p + int(np.argmax(sign * mu[p: b + 1]))
+        """Where the move through slope peak p starts and stops inside [a, b]: the
+        points nearest p that are within one posterior sd of the curve's extremes
+        on either side (a counter-move merged into the piece does not eat into
+        the change, and noise wiggles on the plateaus do not inflate it)."""
+        mu, sd, sign = self.f.mu, self.sdf, np.sign(self.f.g[p])
+        left = sign * mu[a: p + 1]
+        ia = np.nonzero(left <= left.min() + sd[a: p + 1])[0].max()
+        right = sign * mu[p: b + 1]
+        ib = np.nonzero(right >= right.max() - sd[p: b + 1])[0].min()
+        return a + int(ia), p + int(ib)
+
+    def move(self, a, b):
+        """Best reading of segment [a, b] as one move: (a', b', delta, z, peak)."""
+        m = self.f.g
+        best = None
+        for sign in (1.0, -1.0):
+            p = a + int(np.argmax(sign * m[a: b + 1]))
+            i, j = self.ends(a, p, b)
+            d, z = self.delta_z(i, j)
+            z *= sign
+            if abs(d) < self.min_delta or i == j:
+                z = min(z, 0.0)
+            if best is None or z > best[3]:
+                best = (i, j, d, z, p)
+        return best
 
     def run(self):
-        """Greedy merging; returns (peaks, bounds, moves [(a', b', delta, z)], split strengths)."""
+        """Bottom-up merging of the slope bumps.
+
+        Returns (bounds, moves [(a', b', delta, z, peak)], split strengths)."""
         m = self.f.g
         peaks = _local_max_abs(m)
-        if not peaks:
-            return [], [0, self.G - 1], [], []
-        while True:
-            K = len(peaks)
-            bounds = [0] + [self.split(peaks[i], peaks[i + 1]) for i in range(K - 1)] + [self.G - 1]
-            moves = []
-            for i in range(K):
-                a, b = self.ends(bounds[i], peaks[i], bounds[i + 1])
-                d, z = self.delta_z(a, b)
-                z = z * np.sign(m[peaks[i]])
-                if abs(d) < self.min_delta or a == b:
-                    z = min(z, 0.0)
-                moves.append((a, b, d, z))
+        bounds = [0]
+        for pa, pb in zip(peaks[:-1], peaks[1:]):
+            bounds.append(pa + int(np.argmin(np.abs(m[pa: pb + 1]))))
+        bounds.append(self.G - 1)
+        moves = [self.move(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
+
+        def merge(i):  # segments i and i + 1
+            del bounds[i + 1]
+            moves[i: i + 2] = [self.move(bounds[i], bounds[i + 1])]
+
+        while len(moves) > 1:
             zs = [mv[3] for mv in moves]
-            strength = []
-            for i in range(K - 1):
-                st = min(zs[i], zs[i + 1])
-                pa, pb, s = peaks[i], peaks[i + 1], bounds[i + 1]
-                if np.sign(m[pa]) == np.sign(m[pb]):
-                    sign = np.sign(m[pa])
-                    if sign * m[s] > self.dip_ratio * min(abs(m[pa]), abs(m[pb])):
-                        st = min(st, 0.0)
-                    st = min(st, self.dip_z(pa, s), self.dip_z(pb, s))
-                strength.append(st)
-            if K == 1:
-                break
+            i = int(np.argmin(zs))
+            if zs[i] < self.thr:  # a weak piece joins its weaker neighbour
+                if i == 0 or (i < len(moves) - 1 and zs[i + 1] < zs[i - 1]):
+                    merge(i)
+                else:
+                    merge(i - 1)
+                continue
+            strength = self.strengths(bounds, moves)
             j = int(np.argmin(strength))
             if strength[j] >= self.thr:
                 break
-            drop = j + 1 if abs(m[peaks[j]]) >= abs(m[peaks[j + 1]]) else j
-            del peaks[drop]
-        return peaks, bounds, moves, strength
+            merge(j)
+        return bounds, moves, self.strengths(bounds, moves)
+
+    def strengths(self, bounds, moves):
+        """How well each split between consecutive moves is supported (a z-score):
+        the weaker move, and for two moves the same way the plateau between them."""
+        out = []
+        for i in range(len(moves) - 1):
+            A, B = moves[i], moves[i + 1]
+            st = min(A[3], B[3])
+            if np.sign(A[2]) == np.sign(B[2]):
+                dip, ok = self.plateau(A[:2], B[:2], np.sign(A[2]), A[4], B[4], bounds[i + 1])
+                st = min(st, dip * self.thr / self.dip_thr if ok else 0.0)
+            out.append(st)
+        return out
 
 
 def _progress_point(u, mu, a, b, frac, forward_from=None, backward_from=None):
@@ -405,7 +481,7 @@ def _progress_point(u, mu, a, b, frac, forward_from=None, backward_from=None):
     return u[a], a
 
 
-def _analyse_signal(steps, values, sd, name, *, log_steps, threshold, dip_ratio,
+def _analyse_signal(steps, values, sd, name, *, log_steps, threshold, dip_threshold, dip_ratio,
                     min_fraction, min_magnitude, grid_size):
     x = np.log(steps) if log_steps else steps.astype(float)
     x0, x1 = float(x[0]), float(x[-1])
@@ -416,12 +492,12 @@ def _analyse_signal(steps, values, sd, name, *, log_steps, threshold, dip_ratio,
     if np.ptp(values) == 0.0:  # constant signal
         return [], []
     fit = _fit_gp(u, values, sd, grid)
-    seg = _Segmenter(fit, threshold, dip_ratio, min_fraction)
-    peaks, bounds, moves, strength = seg.run()
+    seg = _Segmenter(fit, threshold, dip_threshold, dip_ratio, min_fraction)
+    bounds, moves, strength = seg.run()
     mu = fit.mu
     val = lambda q: float(np.interp(q, grid, mu) * fit.scale + fit.offset)  # noqa: E731
     events = []
-    for a, b, d, z in moves:
+    for a, b, d, z, _ in moves:
         if z < threshold or abs(d) * fit.scale < min_magnitude or d == 0:
             events.append(None)
             continue
@@ -436,26 +512,25 @@ def _analyse_signal(steps, values, sd, name, *, log_steps, threshold, dip_ratio,
             )
         )
     boundaries = []
-    for i in range(len(peaks) - 1):
+    for i in range(len(moves) - 1):
         ea, eb = events[i], events[i + 1]
         if ea is None or eb is None:
             continue
-        s = bounds[i + 1]
-        ua = np.log(ea.end) if log_steps else ea.end
-        ub = np.log(eb.start) if log_steps else eb.start
-        ua, ub = (ua - x0) / (x1 - x0), (ub - x0) / (x1 - x0)
-        if ea.direction != eb.direction:
-            direction = -1 if ea.direction > 0 else 1
-            ub_ = grid[s]
-        else:
+        pa, pb = moves[i][4], moves[i + 1][4]
+        tu = (lambda st: ((np.log(st) if log_steps else st) - x0) / (x1 - x0))  # noqa: E731
+        ua, ub = tu(ea.end), tu(eb.start)
+        if ea.direction != eb.direction:  # extremum of the smoothed curve
+            direction = -ea.direction
+            at = grid[pa + int(np.argmax(ea.direction * mu[pa: pb + 1]))]
+        else:  # middle of the plateau (or the slope minimum if the moves overlap)
             direction = 0
-            ub_ = 0.5 * (ua + ub) if ua <= ub else grid[s]
-        lo, hi = min(ua, ub_, ub), max(ua, ub_, ub)
+            at = 0.5 * (ua + ub) if ua <= ub else grid[pa + int(np.argmin(ea.direction * fit.g[pa: pb + 1]))]
+        lo, hi = min(ua, at, ub), max(ua, at, ub)
         boundaries.append(
             Transition(
-                step=to_step(ub_), start=to_step(lo), end=to_step(hi), direction=direction,
+                step=to_step(at), start=to_step(lo), end=to_step(hi), direction=direction,
                 magnitude=val(hi) - val(lo), score=float(strength[i]), kind="stage_boundary",
-                signals=(name,), value=val(ub_),
+                signals=(name,), value=val(at),
             )
         )
     return [e for e in events if e is not None], boundaries
@@ -521,6 +596,7 @@ def detect_transitions(
     log_steps: bool = True,
     threshold: float = 5.0,
     boundaries: bool = True,
+    dip_threshold: float | None = None,
     dip_ratio: float = 0.5,
     min_fraction: float = 0.05,
     min_magnitude: float = 0.0,
@@ -567,7 +643,8 @@ def detect_transitions(
     for name in names:
         v, sd = sig[name]
         ev, bd = _analyse_signal(
-            steps, v, sd, name, log_steps=log_steps, threshold=threshold, dip_ratio=dip_ratio,
+            steps, v, sd, name, log_steps=log_steps, threshold=threshold,
+            dip_threshold=DIP_THRESHOLD if dip_threshold is None else dip_threshold, dip_ratio=dip_ratio,
             min_fraction=min_fraction, min_magnitude=min_magnitude, grid_size=grid_size,
         )
         per_signal[name] = ev + (bd if boundaries else [])

@@ -1,0 +1,217 @@
+"""Tests for slt.transitions (fast: the whole file runs in a few seconds)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from slt.transitions import Transition, detect_transitions, plot_transitions, smooth, stage_boundaries
+
+
+def logistic(u, c, w):
+    return 1.0 / (1.0 + np.exp(-(u - c) / w))
+
+
+def grid(n=60, lo=10.0, hi=1e5):
+    steps = np.geomspace(lo, hi, n)
+    u = (np.log(steps) - np.log(lo)) / np.log(hi / lo)
+    return steps, u
+
+
+def u_of(step, lo=10.0, hi=1e5):
+    return (np.log(step) - np.log(lo)) / np.log(hi / lo)
+
+
+def events(ts):
+    return [t for t in ts if t.kind != "stage_boundary"]
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+def test_single_step_found_with_direction_and_location(sign):
+    rng = np.random.default_rng(0)
+    steps, u = grid(60)
+    y = 10 + sign * 8 * logistic(u, 0.42, 0.02) + rng.normal(0, 1, u.size)
+    ts = detect_transitions(steps, y)
+    assert len(ts) == 1
+    t = ts[0]
+    assert t.kind == ("rise" if sign > 0 else "fall") and t.direction == sign
+    assert abs(u_of(t.step) - 0.42) < 0.02
+    assert t.start < t.step < t.end
+    # 10-90 % window of a logistic of scale 0.02 spans ~0.09 of the range
+    assert 0.03 < u_of(t.end) - u_of(t.start) < 0.2
+    assert abs(t.magnitude - sign * 8) < 1.5
+    assert t.score > 8
+    assert t.signals == ("value",)
+
+
+def test_rise_then_fall_with_boundary_between():
+    rng = np.random.default_rng(1)
+    steps, u = grid(50)
+    clean = 5 + 40 * logistic(u, 0.3, 0.02) - 20 * logistic(u, 0.7, 0.02)
+    y = clean + rng.normal(0, 2, u.size)
+    ts = detect_transitions(steps, y, stds=np.full(u.size, 2.0))
+    ev = events(ts)
+    assert [t.kind for t in ev] == ["rise", "fall"]
+    assert abs(u_of(ev[0].step) - 0.3) < 0.03 and abs(u_of(ev[1].step) - 0.7) < 0.03
+    assert abs(ev[0].magnitude - 40) < 5 and abs(ev[1].magnitude + 20) < 5
+    bd = [t for t in ts if t.kind == "stage_boundary"]
+    assert len(bd) == 1 and bd[0].direction == -1  # a maximum of the curve
+    assert ev[0].end <= bd[0].step <= ev[1].start
+    assert [t.step for t in ts] == sorted(t.step for t in ts)
+
+
+@pytest.mark.parametrize("with_stds", [False, True])
+def test_pure_noise_gives_nothing(with_stds):
+    steps, u = grid(60)
+    for seed in range(10):
+        rng = np.random.default_rng(100 + seed)
+        sd = np.full(u.size, 1.5)
+        y = 3 + rng.normal(0, 1.5, u.size)
+        ts = detect_transitions(steps, y, stds=sd if with_stds else None)
+        assert ts == [], (seed, [t.describe() for t in ts])
+
+
+def test_stds_suppress_noise_only_events():
+    # a block of 8 checkpoints lifted by 6 -- but those checkpoints carry sd 5:
+    # given the stds it is noise (z ~ 3.4), without them it looks like a bump.
+    rng = np.random.default_rng(3)
+    steps, u = grid(60)
+    sd = np.full(u.size, 0.3)
+    sd[26:34] = 5.0
+    y = rng.normal(0, 0.3, u.size)
+    y[26:34] += 6.0
+    assert len(events(detect_transitions(steps, y))) >= 1
+    assert detect_transitions(steps, y, stds=sd) == []
+
+
+def test_uneven_spacing():
+    rng = np.random.default_rng(4)
+    u = np.sort(np.concatenate([[0.0, 1.0], rng.uniform(0, 1, 78)]))
+    steps = 10 * 1e4**u
+    y = 2 - 3 * logistic(u, 0.62, 0.015) + rng.normal(0, 0.4, u.size)
+    ts = detect_transitions(steps, y)
+    assert len(ts) == 1 and ts[0].direction == -1
+    assert abs(u_of(ts[0].step) - 0.62) < 0.02
+
+
+def test_linear_steps_and_log_steps_false():
+    rng = np.random.default_rng(5)
+    steps = np.arange(0, 4000, 50.0)  # includes step 0
+    y = 1 + 4 * logistic(steps, 2500.0, 60.0) + rng.normal(0, 0.4, steps.size)
+    ts = detect_transitions(steps, y, log_steps=False)
+    assert len(ts) == 1 and ts[0].kind == "rise"
+    assert abs(ts[0].step - 2500) < 0.02 * 4000
+
+
+def test_multi_signal_grouping():
+    rng = np.random.default_rng(6)
+    steps, u = grid(60)
+    llc = 30 - 12 * logistic(u, 0.60, 0.02) + rng.normal(0, 1, u.size)
+    test_loss = 2.0 - 1.8 * logistic(u, 0.63, 0.02) + rng.normal(0, 0.05, u.size)
+    train_loss = 2.0 - 1.9 * logistic(u, 0.2, 0.02) + rng.normal(0, 0.05, u.size)
+    ts = detect_transitions(steps, {"llc": llc, "test_loss": test_loss, "train_loss": train_loss},
+                            boundaries=False)
+    assert len(ts) == 2
+    early, late = ts
+    assert early.signals == ("train_loss",) and early.kind == "fall"
+    assert late.signals == ("llc", "test_loss")
+    assert late.kind == "fall" and abs(u_of(late.step) - 0.60) < 0.03  # lead = llc
+    assert [m.signals[0] for m in late.members] == ["llc", "test_loss"]
+    assert all(m.direction == -1 for m in late.members)
+    assert late.start <= min(m.start for m in late.members)
+    assert "with test_loss down" in late.describe()
+
+
+def test_stage_boundaries_rise_plateau_fall_and_rise_plateau_rise():
+    rng = np.random.default_rng(7)
+    steps, u = grid(80)
+    y = 5 + 20 * logistic(u, 0.25, 0.02) - 10 * logistic(u, 0.75, 0.02) + rng.normal(0, 1, u.size)
+    bd = stage_boundaries(steps, y)
+    assert len(bd) == 1 and bd[0].kind == "stage_boundary" and bd[0].direction == -1
+    assert 0.3 < u_of(bd[0].step) < 0.7  # on the plateau between the moves
+    # two rises separated by a plateau: two events, a plateau boundary (direction 0)
+    y2 = 5 + 10 * logistic(u, 0.25, 0.02) + 10 * logistic(u, 0.7, 0.02) + rng.normal(0, 1, u.size)
+    ts = detect_transitions(steps, y2)
+    assert [t.kind for t in ts] == ["rise", "stage_boundary", "rise"]
+    assert ts[1].direction == 0 and 0.35 < u_of(ts[1].step) < 0.6
+    assert abs(ts[1].magnitude) < 2  # flat
+
+
+def test_grokking_like_llc_three_seeds():
+    for seed in range(3):
+        rng = np.random.default_rng(20 + seed)
+        steps, u = grid(30, 100, 1e5)
+        sd = rng.uniform(1, 3, u.size)
+        y = 5 + 40 * logistic(u, 0.35, 0.03) - 20 * logistic(u, 0.7, 0.03) + rng.normal(0, 1, u.size) * sd
+        ev = events(detect_transitions(steps, y, stds=sd))
+        assert [t.kind for t in ev] == ["rise", "fall"], seed
+
+
+def test_score_is_a_snr_comparable_across_scales():
+    rng = np.random.default_rng(8)
+    steps, u = grid(60)
+    y = 4 * logistic(u, 0.5, 0.02) + rng.normal(0, 1, u.size)
+    a = detect_transitions(steps, y)
+    b = detect_transitions(steps, 1000 * y + 7)
+    assert len(a) == len(b) == 1
+    assert a[0].score == pytest.approx(b[0].score, rel=1e-3)
+    assert b[0].magnitude == pytest.approx(1000 * a[0].magnitude, rel=1e-3)
+
+
+def test_to_dict_and_plot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(9)
+    steps, u = grid(40)
+    y = 5 + 10 * logistic(u, 0.3, 0.02) - 6 * logistic(u, 0.7, 0.02) + rng.normal(0, 0.5, u.size)
+    ts = detect_transitions(steps, y)
+    d = json.loads(json.dumps([t.to_dict() for t in ts]))
+    assert [x["kind"] for x in d] == ["rise", "stage_boundary", "fall"]
+    assert set(d[0]) >= {"step", "start", "end", "direction", "magnitude", "score", "kind", "signals"}
+    fig, ax = plt.subplots()
+    ax.set_xscale("log")
+    ax.plot(steps, y)
+    artists = plot_transitions(ax, ts)
+    assert len(artists) == 9  # span + line + label for each
+    assert len(plot_transitions(ax, ts, kinds={"rise"}, label=False)) == 2
+    plt.close(fig)
+    sm = smooth(steps, y)
+    assert sm["mean"].shape == sm["step"].shape == (256,)
+    assert np.all(sm["sd"] > 0)
+
+
+def test_transition_is_frozen_and_validates_kind():
+    t = Transition(1.0, 0.5, 2.0, 1, 3.0, 9.0, "rise")
+    with pytest.raises(Exception):
+        t.step = 2.0
+    with pytest.raises(ValueError):
+        Transition(1.0, 0.5, 2.0, 1, 3.0, 9.0, "jump")
+
+
+def test_bad_inputs():
+    steps = np.geomspace(1, 100, 10)
+    y = np.zeros(10)
+    with pytest.raises(ValueError, match="one value per checkpoint"):
+        detect_transitions(steps, y[:9])
+    with pytest.raises(ValueError, match="at least 5"):
+        detect_transitions(steps[:4], y[:4])
+    with pytest.raises(ValueError, match="strictly increasing"):
+        detect_transitions(steps[::-1], y)
+    with pytest.raises(ValueError, match="positive steps"):
+        detect_transitions(np.arange(10.0), y)
+    bad = y.copy()
+    bad[3] = np.nan
+    with pytest.raises(ValueError, match="NaN.*drop those checkpoints"):
+        detect_transitions(steps, bad)
+    with pytest.raises(ValueError, match="non-negative"):
+        detect_transitions(steps, y, stds=-np.ones(10))
+    with pytest.raises(ValueError, match="not in values"):
+        detect_transitions(steps, {"a": y}, stds={"b": y})
+    with pytest.raises(ValueError, match="must be a dict"):
+        detect_transitions(steps, {"a": y}, stds=np.ones(10))
+    with pytest.raises(ValueError, match="1-D"):
+        detect_transitions(steps, np.zeros((10, 2)))
+    assert detect_transitions(steps, np.full(10, 3.0)) == []  # constant: nothing, no error
