@@ -87,7 +87,7 @@ def run(draws: int, reps: int, n_ckpt: int = 16, chains: int = 4) -> str:
             f"Best of {reps - 1} timed runs after the compiling one. {machine_line()}.\n\n")
     table = markdown_table(
         ["model", "params", "G", "compile s", "ms / ckpt (wall)", "ms / ckpt (CPU)", "speed-up (wall)",
-         "speed-up (CPU)", "max |Δλ̂| vs G=1"], rows)
+         "speed-up (CPU)", "largest λ̂ difference vs G=1"], rows)
     return head + table + "\n"
 
 

@@ -104,6 +104,8 @@ def _train(out: str, settings: DemoSettings, seed: int, task, restart: bool, log
             changed = sorted(k for k in wanted if rec.get("settings", {}).get(k) != wanted[k])
             raise UserError(f"{out} holds a run with other training settings ({', '.join(changed)}); "
                             "use another --out, or --restart to replace it")
+    if os.path.exists(record_path):
+        os.remove(record_path)  # replaced below once the new training has finished
     log(f"training the modular-addition MLP (p={settings.p}, train fraction {settings.train_frac}) for "
         f"{settings.num_steps} steps, {len(settings.checkpoint_steps)} checkpoints ...")
     t0 = time.perf_counter()
@@ -205,10 +207,17 @@ def run_grokking_demo(
 
 
 def _sweep(task, out, settings: DemoSettings, seed, history, meta, restart, progress):
+    from slt.checkpoints import list_checkpoints
     from slt.trajectory import llc_trajectory
 
+    # exactly this run's steps (a missing file is recorded as failed; other files are not ours)
+    ckpt_dir = os.path.join(out, "checkpoints")
+    found = dict(list_checkpoints(ckpt_dir))
+    width = max(6, len(str(settings.num_steps)))  # slt.models.train's file names
+    ckpts = [(s, found.get(s, os.path.join(ckpt_dir, f"step_{s:0{width}d}.safetensors")))
+             for s in settings.checkpoint_steps]
     return llc_trajectory(
-        task.loss_fn, os.path.join(out, "checkpoints"), task.train_data, out=os.path.join(out, "llc.jsonl"),
+        task.loss_fn, ckpts, task.train_data, out=os.path.join(out, "llc.jsonl"),
         template=task.params, step_size=settings.step_size, nbeta=settings.nbeta, localization=settings.localization,
         num_chains=settings.num_chains, num_draws=settings.num_draws, num_burnin=settings.num_burnin,
         batch_size=settings.llc_batch, seed=seed, acceptance_checks=settings.acceptance_checks,

@@ -372,6 +372,8 @@ def llc_trajectory(
 
             bar = tqdm(total=len(todo), desc="checkpoints", unit="ckpt")
         groups = _balanced_groups(todo, group)
+        # a bar within the chains too, when one group's run is long
+        inner_bar = bool(progress) and config.num_steps * config.num_chains * max(map(len, groups), default=1) >= 20_000
         warned: list[int] = []
         size = max((len(g) for g in groups), default=1)
         for chunk in groups:
@@ -392,7 +394,7 @@ def llc_trajectory(
                 continue
             runs, _, _ = _sample_group(
                 loss_fn, [p for _, p in loaded], data, config, group_size=size, acceptance_checks=acceptance_checks,
-                progress=progress if progress else False,
+                progress=inner_bar,
                 desc=f"steps {loaded[0][0].step}..{loaded[-1][0].step}",
             )
             for (it, params), run in zip(loaded, runs):
