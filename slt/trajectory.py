@@ -362,11 +362,11 @@ def llc_trajectory(
         else:
             records.append(json.loads(json.dumps(jsonable(record))))
 
+    bar = None
     try:
         todo = [it for it in items if it.step not in done]
         num_params = sum(int(np.prod(s)) for s, _ in reference[1])
         group = checkpoints_per_group or auto_group_size(num_params, config.num_chains, len(todo))
-        bar = None
         if progress and todo:
             from tqdm.auto import tqdm
 
@@ -377,7 +377,7 @@ def llc_trajectory(
         warned: list[int] = []
         size = max((len(g) for g in groups), default=1)
         for chunk in groups:
-            loaded, names = [], []
+            loaded = []
             for it in chunk:
                 if it.step not in failures:
                     try:
@@ -407,8 +407,6 @@ def llc_trajectory(
                 write(_ok_record(it, res, metrics.get(it.step), group=len(loaded)))
                 if bar is not None:
                     bar.update(1)
-        if bar is not None:
-            bar.close()
         if warned:
             from slt.diagnostics import SLTWarning
 
@@ -417,6 +415,8 @@ def llc_trajectory(
                 "see Trajectory.diagnostics[i]['warnings']", SLTWarning, stacklevel=2,
             )
     finally:
+        if bar is not None:
+            bar.close()
         if store is not None:
             store.close()
     traj = Trajectory.from_records(header, records, path=os.fspath(out) if out is not None else None)
