@@ -13,8 +13,8 @@ both phases, so ΔF is unaffected).
 
     python examples/tms_free_energy.py [--quick] [--out tms_free_energy.png]
 
-Saves the plot (PNG) and the numbers (JSON next to it). About 5 minutes on
-2 CPU cores (``--quick``: about 1).
+Saves the plot (PNG) and the numbers (JSON next to it). About 6 minutes on
+2 CPU cores (``--quick``: about 2). Results and caveats: docs/free_energy.md.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
-    ns = [100, 300, 1000] if args.quick else [100, 200, 400, 800, 1600, 3200]
+    ns = [30, 100, 300, 1000] if args.quick else [25, 50, 100, 200, 400, 800, 1600]
     draws = 800 if args.quick else 2000
     checkpoints = {name: kgon_params(C, k) for name, k in PHASES.items()}
     pop = {name: float(population_loss(w)) for name, w in checkpoints.items()}
@@ -75,7 +75,8 @@ def main(argv=None):
                 num_betas=17, num_chains=4, num_draws=draws, num_burnin=draws // 2, seed=args.seed,
             )
         seconds = time.perf_counter() - start
-        row = {"n": n, "seconds": seconds, "warnings": [str(w.message) for w in caught]}
+        row = {"n": n, "localization": args.localization, "seconds": seconds,
+               "warnings": [str(w.message) for w in caught]}
         for name, r in zip(traj.labels, traj.results):
             row[name] = {"F": r.value, "stderr": r.stderr, "nL_n": n * r.init_loss,
                          "llc_at_beta1": float(r.llc[-1]),
@@ -102,17 +103,15 @@ def plot(rows, pop, out: Path):
     n = np.array([r["n"] for r in rows], float)
     grid = np.geomspace(n.min(), n.max(), 200)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    base = np.array([r["6-gon"]["nL_n"] for r in rows])
     for name, colour in (("5-gon", "C0"), ("6-gon", "C1")):
-        F = np.array([r[name]["F"] for r in rows])
+        penalty = np.array([r[name]["F"] - r[name]["nL_n"] for r in rows])
         se = np.array([r[name]["stderr"] for r in rows])
-        ax1.errorbar(n, F - base, yerr=2 * se, fmt="o-", color=colour, capsize=3, label=f"{name} (TI, ±2 se)")
-        ax1.plot(grid, grid * (pop[name] - pop["6-gon"]) + LAM[name] * np.log(grid), "--", color=colour,
-                 alpha=0.6, label=f"n·(L−L₆) + {LAM[name]:g}·log n")
+        ax1.errorbar(n, penalty, yerr=2 * se, fmt="o-", color=colour, capsize=3, label=f"{name}: TI ± 2 se")
+        ax1.plot(grid, LAM[name] * np.log(grid), "--", color=colour, alpha=0.6, label=f"{LAM[name]:g}·log n")
     ax1.set_xscale("log")
     ax1.set_xlabel("n")
-    ax1.set_ylabel("F − n·L_n(6-gon)  [nats]")
-    ax1.set_title("Local free energy of each phase")
+    ax1.set_ylabel("F − n·L_n(k-gon)  [nats]")
+    ax1.set_title(f"Local free energy of each phase (γ = {rows[0]['localization']:g})")
     ax1.legend(fontsize=8)
 
     dF = np.array([r["5-gon"]["F"] - r["6-gon"]["F"] for r in rows])
@@ -120,7 +119,7 @@ def plot(rows, pop, out: Path):
     dL = pop["5-gon"] - pop["6-gon"]
     theory = grid * dL + (LAM["5-gon"] - LAM["6-gon"]) * np.log(grid)
     ax2.errorbar(n, dF, yerr=2 * dse, fmt="o-", color="C2", capsize=3, label="F(5-gon) − F(6-gon), TI ± 2 se")
-    ax2.plot(grid, theory, "--", color="gray", label="n·ΔL − 1.5·log n (population ΔL)")
+    ax2.plot(grid, theory, "--", color="gray", label="n·ΔL − 1.5·log n (population ΔL; crossing ⋮)")
     ax2.axhline(0, color="k", lw=0.8)
     crossing = grid[np.argmin(np.abs(theory))]
     ax2.axvline(crossing, color="gray", lw=0.8, ls=":")

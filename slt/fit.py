@@ -158,11 +158,14 @@ def fit_learning_coefficient(nbetas, values=None, stderr=None, *, multiplicity: 
         scale = chi2 / dof
         cov = cov * (scale if se is None else max(1.0, scale))
     sd = np.sqrt(np.clip(np.diag(cov), 0, None))
-    at_bound = bool(c <= grid[1] or c >= grid[-2])
+    at_bound = bool(multiplicity != 1 and (c <= grid[1] or c >= grid[-2]))
     warnings = []
     if at_bound:
         warnings.append(f"c = {c:.3g} is at the edge of its range [{c_lo:.3g}, {C_MAX:g}]: λ and m are not "
                         "identified by these points; widen the range of t or fix the multiplicity")
+    if multiplicity == 1:
+        warnings.append("with multiplicity=1 the form is the constant λ (c plays no role): λ is the weighted mean "
+                        "of the values, which the slower corrections of a real curve bias low")
     if dof == 0:
         warnings.append("as many parameters as points: no residual check of the form; use more t")
     order = np.argsort(t)

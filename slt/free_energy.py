@@ -6,9 +6,10 @@ with ``L_n`` the mean **negative log-likelihood** per example and φ a
 normalised prior. Free energies are statements about a likelihood: with an
 arbitrary loss they are only defined up to the choice of temperature and an
 additive constant. For a Gaussian-noise regression with MSE loss,
-NLL = MSE/(2σ²) + log(2πσ²)/2 per example (per output dimension), so
-``F[NLL] = F at nβ·MSE rescaled by 1/(2σ²) + n·log(2πσ²)/2``: passing MSE
-directly is the free energy at σ² = 1/2 minus n·log(π)/2.
+NLL = MSE/(2σ²) + log(2πσ²)/2 per example (per output): the constant shifts F
+exactly, F[NLL] = F[MSE/(2σ²)] + n·log(2πσ²)/2, so passing MSE is the NLL at
+σ² = 1/2 less n·log(π)/2; the factor 1/(2σ²) is a temperature and changes the
+posterior (asymptotically nL_n(w0) scales by it, λ·log n does not).
 
 - **Thermodynamic integration** (Ogata 1989; Friel & Pettitt 2008, "Marginal
   likelihood estimation via power posteriors", JRSS-B 70:589): with
