@@ -574,8 +574,7 @@ def free_energy(
         steps = np.full(K, ref_step)
 
     # starting points: params + s·σ₀·ξ with the largest s = 2^-j keeping the energy rise ≤ d (see _starting_points)
-    key = jax.random.PRNGKey(seed)
-    init_key, run_key = jax.random.split(key)
+    init_key = jax.random.fold_in(jax.random.PRNGKey(seed), 0x5EED)  # the run itself uses the int seed
     prior_sd = 1.0 / math.sqrt(h0) if h0 > 0 else 0.0
     init_positions, init_scales = _starting_points(
         loss_fn, log_prior, params, _subset(data, seed), np.repeat(nbetas, C), float(localization), prior_sd, init_key
@@ -593,7 +592,7 @@ def free_energy(
     hyper = Hyperparameters(
         step_size=np.repeat(steps, C), nbeta=np.repeat(nbetas, C), localization=np.full(K * C, float(localization))
     )
-    run = run_chains(loss_fn, params, data, hyper, config=run_config, seed=run_key, init_positions=init_positions,
+    run = run_chains(loss_fn, params, data, hyper, config=run_config, seed=int(seed), init_positions=init_positions,
                      log_prior=log_prior, progress_desc=f"free energy ({method})")
 
     traces = run.loss_trace[:, config.num_burnin:].reshape(K, C, -1)
