@@ -180,7 +180,7 @@ def make_model(name: str, *, num_chains: int = 4, num_steps: int | None = None, 
         y = np.argmax(x @ teacher, axis=1).astype(np.int32)
         params = _trained_mlp(widths, x, y)
         return Model(name, mlp_loss, params, {"x": x, "y": y}, batch_size or 256, 1e-5 if name == "mlp_1m" else 1e-4,
-                     n / math.log(n), 100.0, num_chains, num_steps or (200 if name == "mlp_1m" else 500), "mlp",
+                     n / math.log(n), 100.0, num_chains, num_steps or (50 if name == "mlp_1m" else 500), "mlp",
                      {"widths": widths})
     raise ValueError(f"unknown model {name!r}")
 
@@ -224,6 +224,7 @@ def floor_program(model: Model):
 
     impl = getattr(sampling, "DEFAULT_PRNG_IMPL", "threefry2x32")
     partitionable = getattr(sampling, "THREEFRY_PARTITIONABLE", True)
+    resolve = getattr(sampling, "resolve_impl", lambda name: name)
     data = jax.tree.map(jnp.asarray, model.data)
     n, batch_size, lr = model.n, model.batch_size, 0.5 * model.step_size
     grad = jax.value_and_grad(model.loss_fn)
@@ -239,7 +240,7 @@ def floor_program(model: Model):
         return jax.tree.map(lambda w, g: w - lr * nbeta * g, w, g), loss
 
     def run(params, raw_keys, nbeta):
-        keys = jax.vmap(lambda k: jax.random.wrap_key_data(k, impl=impl))(raw_keys)
+        keys = jax.vmap(lambda k: jax.random.wrap_key_data(k, impl=resolve(impl)))(raw_keys)
 
         def body(ws, step):
             return jax.vmap(chain_step, in_axes=(0, 0, None, None))(ws, keys, step, nbeta)
@@ -248,7 +249,7 @@ def floor_program(model: Model):
         return losses.T
 
     params = jax.tree.map(lambda x: jnp.broadcast_to(x, (model.num_chains,) + x.shape), model.params)
-    raw = jax.random.key_data(jax.random.split(jax.random.key(0, impl=impl), model.num_chains))
+    raw = jax.random.key_data(jax.random.split(jax.random.key(0, impl=resolve(impl)), model.num_chains))
     args = (params, raw, jnp.float32(model.nbeta))
     t0 = time.perf_counter()
     with jax.threefry_partitionable(partitionable):
@@ -256,12 +257,14 @@ def floor_program(model: Model):
     return (lambda: compiled(*args)), time.perf_counter() - t0
 
 
-def sgld_program(model: Model, acceptance_every: int = 0):
+def sgld_program(model: Model, acceptance_every: int = 0, prng_impl: str | None = None):
     """A zero-argument callable running ``slt.sampling.run_chains`` (timing: its sample_seconds) and its compile seconds."""
     from slt.posterior import Hyperparameters
     from slt.sampling import RunConfig, run_chains
 
-    config = RunConfig("sgld", model.num_chains, model.num_steps, model.batch_size, acceptance_every=acceptance_every)
+    extra = {"prng_impl": prng_impl} if prng_impl else {}
+    config = RunConfig("sgld", model.num_chains, model.num_steps, model.batch_size, acceptance_every=acceptance_every,
+                       **extra)
     hp = Hyperparameters(model.step_size, model.nbeta, model.localization)
     data = jax.tree.map(jnp.asarray, model.data)
 
@@ -280,7 +283,7 @@ def timed(fn) -> float:
     return getattr(out, "sample_seconds", wall)
 
 
-def bench_model(name: str, repeats: int, **kwargs) -> dict:
+def bench_model(name: str, repeats: int, impls: tuple = (), **kwargs) -> dict:
     model = make_model(name, **kwargs)
     floor, floor_compile = floor_program(model)
     contenders = {"floor": floor}
@@ -288,6 +291,8 @@ def bench_model(name: str, repeats: int, **kwargs) -> dict:
     every = max(1, model.num_steps // 100)
     contenders["sgld"], compile_s["sgld"] = sgld_program(model, 0)
     contenders["sgld+acc"], compile_s["sgld+acc"] = sgld_program(model, every)
+    for impl in impls:
+        contenders[f"sgld[{impl}]"], compile_s[f"sgld[{impl}]"] = sgld_program(model, 0, impl)
     timed(floor)
     times = {k: [] for k in contenders}
     for _ in range(repeats):  # interleaved
@@ -305,6 +310,7 @@ def bench_model(name: str, repeats: int, **kwargs) -> dict:
         "chain_steps_per_s": {k: chain_steps / v for k, v in med.items()},
         "ratio_sgld": med["sgld"] / med["floor"],
         "ratio_sgld_acc": med["sgld+acc"] / med["floor"],
+        "ratios": {k: v / med["floor"] for k, v in med.items()},
         "ratios_per_repeat": [s / f for s, f in zip(times["sgld"], times["floor"])],
         "compile_seconds": compile_s,
         "acceptance_every": every,
@@ -379,6 +385,8 @@ def main(argv=None) -> int:
     ap.add_argument("--models", default="tms,grokking_mlp,dln_1e4,mlp_small,mlp_1m")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--chains", type=int, default=4)
+    ap.add_argument("--impls", default="", help="also time SGLD with these PRNG implementations (comma-separated)")
+    ap.add_argument("--batch", type=int, default=None, help="override every model's batch size")
     ap.add_argument("--json", help="write the results as JSON here")
     ap.add_argument("--write", action="store_true", help="write the table into docs/benchmarks.md")
     ap.add_argument("--compare-before", metavar="DIR", help="also run an older slt (DIR/slt) in alternating processes")
@@ -411,11 +419,13 @@ def main(argv=None) -> int:
     else:
         rows, before = [], None
         for name in names:
-            r = bench_model(name, args.repeats, num_chains=args.chains)
+            r = bench_model(name, args.repeats, tuple(i for i in args.impls.split(",") if i),
+                            num_chains=args.chains, batch_size=args.batch)
             rows.append(r)
             print(f"{name:14s} params {r['num_params']:>9,}  floor {r['chain_steps_per_s']['floor']:>10,.0f}  "
                   f"sgld {r['chain_steps_per_s']['sgld']:>10,.0f} chain-steps/s  sgld/floor {r['ratio_sgld']:.3f}  "
-                  f"(+acc {r['ratio_sgld_acc']:.3f})  compile {r['compile_seconds']}", flush=True)
+                  f"(+acc {r['ratio_sgld_acc']:.3f})  ratios {json.dumps({k: round(v, 3) for k, v in r['ratios'].items()})}  "
+                  f"compile {json.dumps({k: round(v, 2) for k, v in r['compile_seconds'].items()})}", flush=True)
     env = environment()
     text = table(rows, before)
     print(text)

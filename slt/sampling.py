@@ -39,8 +39,10 @@ from slt.samplers.base import get_sampler
 PyTree = Any
 
 #: PRNG implementation of the sampling program when ``RunConfig.prng_impl`` is None
-#: (environment variable ``SLT_PRNG_IMPL`` overrides). See docs/performance.md.
-DEFAULT_PRNG_IMPL = os.environ.get("SLT_PRNG_IMPL", "threefry2x32")
+#: (environment variable ``SLT_PRNG_IMPL`` overrides): "counter_hash" (threefry keys,
+#: bulk bits from a keyed counter hash: the noise costs about half of threefry's;
+#: see :mod:`slt.samplers.noise` and docs/performance.md), or any jax.random name.
+DEFAULT_PRNG_IMPL = os.environ.get("SLT_PRNG_IMPL", "counter_hash")
 #: Threefry in its non-partitionable form: each chain's noise is drawn on one
 #: device, so the partitionable variant (about twice the work per bit) buys nothing.
 THREEFRY_PARTITIONABLE = False
@@ -59,7 +61,7 @@ class RunConfig:
     acceptance_every: int = 0  # check the MALA acceptance every k steps; 0 = never
     progress_every: int = 0  # advance the progress bar every k steps; 0 = no bar
     center_per_chain: bool = False  # center leaves carry a leading [num_chains] axis (several checkpoints in one run)
-    prng_impl: str | None = None  # jax.random implementation ("threefry2x32", "rbg", "unsafe_rbg"); None = DEFAULT_PRNG_IMPL
+    prng_impl: str | None = None  # "counter_hash" or a jax.random implementation ("threefry2x32", "rbg", ...); None = DEFAULT_PRNG_IMPL
 
 
 class ChainState(NamedTuple):
@@ -118,8 +120,18 @@ def prng_impl(config: RunConfig) -> str:
     return config.prng_impl or DEFAULT_PRNG_IMPL
 
 
+def resolve_impl(name: str):
+    """The ``impl`` argument for jax.random of a PRNG name (jax's names, or "counter_hash")."""
+    if name == "counter_hash":
+        from slt.samplers.noise import COUNTER_HASH
+
+        return COUNTER_HASH
+    return name
+
+
 def chain_keys(seed: int | jax.Array, num_chains: int, impl: str = "threefry2x32") -> np.ndarray:
     """Raw per-chain keys [num_chains, words] of PRNG ``impl`` from an int seed or a key."""
+    impl = resolve_impl(impl)
     if isinstance(seed, (int, np.integer)):
         base = jax.random.key(int(seed), impl=impl)
     else:
@@ -188,7 +200,7 @@ def _local_program(
     num_chains = raw_keys.shape[0]
     center_axis = 0 if config.center_per_chain else None
     streamed = batches is not None
-    keys = jax.vmap(lambda k: jax.random.wrap_key_data(k, impl=impl))(raw_keys)
+    keys = jax.vmap(lambda k: jax.random.wrap_key_data(k, impl=resolve_impl(impl)))(raw_keys)
 
     def chain_batch(key, step, streamed_batch):
         if streamed:
@@ -329,7 +341,7 @@ def compiled_program(loss_fn, log_prior, config: RunConfig, args: tuple, *, fres
 
 def _indices_fn(impl: str, num_steps: int, batch_size: int, n: int):
     def fn(raw_keys, start):
-        keys = jax.vmap(lambda k: jax.random.wrap_key_data(k, impl=impl))(raw_keys)
+        keys = jax.vmap(lambda k: jax.random.wrap_key_data(k, impl=resolve_impl(impl)))(raw_keys)
         steps = start + jnp.arange(num_steps, dtype=jnp.int32)
         per = lambda s, k: minibatch_indices(step_keys(k, s)[0], batch_size, n)  # noqa: E731
         return jax.vmap(lambda s: jax.vmap(lambda k: per(s, k))(keys))(steps)  # [steps, chains, batch]

@@ -1,0 +1,573 @@
+"""slt against devinterp (PyTorch) on the same model, data, loss and hyperparameters.
+
+devinterp runs in a SEPARATE virtual environment (it is never a dependency of
+slt); each contender runs in its own fresh process, interleaved, repeated:
+
+    python3 -m venv /work/bench-venv
+    /work/bench-venv/bin/pip install torch==2.13.0          # the CPU wheel
+    /work/bench-venv/bin/pip install devinterp==1.3.2 --no-deps
+    /work/bench-venv/bin/pip install numpy pandas tqdm einops cloudpickle matplotlib
+    python bench/vs_devinterp.py [--bench-python /work/bench-venv/bin/python] [--write]
+
+Both sides get the same point w*, data, ε, nβ, γ, batch size, chains and
+draws (no burn-in, one step per draw), the same conventions
+(Δw = -(ε/2)(nβ∇L_B + γ(w - w*)) + N(0, ε)) and L(w*) on the full data.
+devinterp gets its best CPU settings: 1 or 2 torch threads, whichever is
+faster on the spot (on a busy 2-core machine 2 threads can be 10× slower), ``cores=1``
+(its multi-process mode loses the callbacks' results on CPU), a loader that
+indexes whole shuffled minibatches at once instead of a DataLoader's
+per-example collation, no progress bars. Reported: chain-steps per second,
+wall time of the whole estimate (including slt's compilation, in a fresh
+process, persistent compilation cache off), and the two LLC estimates with
+their standard errors (sd across chains / √chains).
+
+Devinterp 2.x is a language-model API (HF datasets of ``input_ids``, zarr
+output); 1.3.2 is the last release with the generic
+``estimate_learning_coeff_with_summary(model, loader, evaluate, ...)`` used here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+DEFAULT_BENCH_PYTHON = os.environ.get("SLT_BENCH_PYTHON", "/work/bench-venv/bin/python")
+MODELS = ("tms", "grokking_mlp", "dln_1e4", "mlp_1m")
+SETTINGS = {  # chains, draws (the 1M-parameter MLP: fewer, the peer needs minutes)
+    "tms": (4, 500),
+    "grokking_mlp": (4, 500),
+    "dln_1e4": (4, 500),
+    "mlp_1m": (2, 100),
+}
+
+
+# ----------------------------------------------------------------------------
+# spec files: the JAX side writes w*, data and settings; both workers read them
+# ----------------------------------------------------------------------------
+
+
+def write_spec(name: str, directory: Path, num_chains: int, num_draws: int) -> Path:
+    import jax
+    import numpy as np
+
+    sys.path.insert(0, str(HERE))
+    from speed import make_model
+
+    model = make_model(name, num_chains=num_chains, num_steps=num_draws)
+    flat, treedef = jax.tree.flatten_with_path(model.params)
+    arrays = {"param/" + jax.tree_util.keystr(path): np.asarray(x) for path, x in flat}
+    arrays.update({f"data/{k}": np.asarray(v) for k, v in model.data.items()})
+    np.savez(directory / f"{name}.npz", **arrays)
+    spec = {
+        "name": name, "kind": model.kind, "meta": {k: v for k, v in model.meta.items() if k != "module"},
+        "step_size": model.step_size, "nbeta": model.nbeta, "localization": model.localization,
+        "batch_size": model.batch_size, "num_chains": num_chains, "num_draws": num_draws, "n": model.n,
+        "num_params": model.num_params, "npz": str(directory / f"{name}.npz"),
+    }
+    path = directory / f"{name}.json"
+    path.write_text(json.dumps(spec))
+    return path
+
+
+# ----------------------------------------------------------------------------
+# the devinterp worker (runs in the bench venv: torch + devinterp, no jax)
+# ----------------------------------------------------------------------------
+
+
+def torch_twin(spec: dict, arrays: dict):
+    """The PyTorch model with exactly the JAX parameters, and ``evaluate(model, batch) -> loss``."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    P = {k[len("param/"):]: torch.from_numpy(v.copy()) for k, v in arrays.items() if k.startswith("param/")}
+    kind = spec["kind"]
+
+    class TMS(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.W = nn.Parameter(P["['W']"])
+            self.b = nn.Parameter(P["['b']"])
+
+        def forward(self, x):
+            return torch.relu((x @ self.W.T) @ self.W + self.b)
+
+    class Grokking(nn.Module):  # REFERENCE.md §5: E, L, R, GELU, W_out (no bias)
+        def __init__(self):
+            super().__init__()
+            e = P["['embed']['embedding']"]
+            self.embed = nn.Embedding(*e.shape)
+            self.left = nn.Linear(e.shape[1], P["['left']['kernel']"].shape[1])
+            self.right = nn.Linear(e.shape[1], P["['right']['kernel']"].shape[1])
+            self.out = nn.Linear(P["['out']['kernel']"].shape[0], P["['out']['kernel']"].shape[1], bias=False)
+            with torch.no_grad():
+                self.embed.weight.copy_(e)
+                for name in ("left", "right"):
+                    getattr(self, name).weight.copy_(P[f"['{name}']['kernel']"].T)
+                    getattr(self, name).bias.copy_(P[f"['{name}']['bias']"])
+                self.out.weight.copy_(P["['out']['kernel']"].T)
+
+        def forward(self, x):
+            e = self.embed(x)
+            return self.out(F.gelu(self.left(e[:, 0]) + self.right(e[:, 1])))
+
+    class DLN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            keys = sorted((k for k in P if k.startswith("['layers']")), key=lambda k: int(k.split("[")[2].rstrip("]")))
+            self.layers = nn.ParameterList([nn.Parameter(P[k]) for k in keys])
+
+        def forward(self, x):
+            for w in self.layers:
+                x = x @ w
+            return x
+
+    class MLP(nn.Module):
+        def __init__(self):
+            super().__init__()
+            count = len({k.split("]")[1] for k in P if k.startswith("['layers']")})
+            self.linears = nn.ModuleList()
+            for i in range(count):
+                k, b = P[f"['layers'][{i}]['kernel']"], P[f"['layers'][{i}]['bias']"]
+                lin = nn.Linear(*k.shape)
+                with torch.no_grad():
+                    lin.weight.copy_(k.T)
+                    lin.bias.copy_(b)
+                self.linears.append(lin)
+
+        def forward(self, x):
+            for i, lin in enumerate(self.linears):
+                x = lin(x)
+                if i + 1 < len(self.linears):
+                    x = torch.relu(x)
+            return x
+
+    if kind == "tms":
+        model = TMS()
+
+        def evaluate(model, batch):
+            x = batch[0]
+            return ((x - model(x)) ** 2).sum(-1).mean()
+    elif kind == "grokking":
+        model = Grokking()
+
+        def evaluate(model, batch):
+            x, y = batch
+            return F.cross_entropy(model(x.long()), y.long())
+    elif kind == "dln":
+        model = DLN()
+
+        def evaluate(model, batch):
+            x, y = batch
+            return ((y - model(x)) ** 2).sum(-1).mean()
+    elif kind == "mlp":
+        model = MLP()
+
+        def evaluate(model, batch):
+            x, y = batch
+            return F.cross_entropy(model(x), y.long())
+    else:
+        raise ValueError(kind)
+    return model, evaluate
+
+
+def fast_loader(tensors, batch_size: int, seed: int):
+    """A shuffling loader that indexes whole minibatches at once (a DataLoader collates example by example)."""
+    import torch
+
+    from torch.utils.data import DataLoader, TensorDataset
+
+    class Loader(DataLoader):
+        def __init__(self):
+            super().__init__(TensorDataset(*tensors), batch_size=batch_size, drop_last=True)
+            self._gen = torch.Generator().manual_seed(seed)
+
+        def __len__(self):
+            return tensors[0].shape[0] // batch_size
+
+        def __iter__(self):
+            perm = torch.randperm(tensors[0].shape[0], generator=self._gen)
+            for i in range(len(self)):
+                idx = perm[i * batch_size : (i + 1) * batch_size]
+                yield tuple(t[idx] for t in tensors)
+
+    return Loader()
+
+
+def best_threads(model, evaluate, batch, steps: int = 10) -> int:
+    """1 or 2 torch threads, whichever runs forward + backward faster here (2 threads can be far slower on a busy machine)."""
+    import torch
+
+    times = {1: [], 2: []}
+    for _ in range(3):
+        for th in (1, 2):
+            torch.set_num_threads(th)
+            evaluate(model, batch).backward()
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                evaluate(model, batch).backward()
+            times[th].append(time.perf_counter() - t0)
+    model.zero_grad(set_to_none=True)
+    return min(times, key=lambda th: sorted(times[th])[1])
+
+
+def run_devinterp(spec: dict, seed: int) -> dict:
+    import warnings
+
+    import numpy as np
+    import torch
+
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(2)
+    from devinterp.optim.sgld import SGLD
+    from devinterp.slt.sampler import estimate_learning_coeff_with_summary
+
+    arrays = dict(np.load(spec["npz"]))
+    model, evaluate = torch_twin(spec, arrays)
+    names = ["x", "y"] if "data/y" in arrays else ["x"]
+    tensors = [torch.from_numpy(arrays[f"data/{k}"]) for k in names]
+    loader = fast_loader(tensors, min(spec["batch_size"], spec["n"]), seed)
+    threads = best_threads(model, evaluate, next(iter(loader)))
+    torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        init_loss = float(evaluate(model, tuple(tensors)))
+    out = estimate_learning_coeff_with_summary(
+        model, loader, evaluate=evaluate, sampling_method=SGLD,
+        optimizer_kwargs=dict(lr=spec["step_size"], nbeta=spec["nbeta"], localization=spec["localization"]),
+        num_draws=spec["num_draws"], num_chains=spec["num_chains"], num_burnin_steps=0, num_steps_bw_draws=1,
+        init_loss=init_loss, cores=1, seed=seed, device="cpu", verbose=False,
+    )
+    wall = time.perf_counter() - t0
+    per_chain = np.asarray([out[f"llc-chain/{i}"] for i in range(spec["num_chains"])], float)
+    return {"wall_seconds": wall, "sample_seconds": wall, "compile_seconds": 0.0, "init_loss": init_loss,
+            "llc_mean": float(per_chain.mean()), "llc_per_chain": per_chain.tolist(),
+            "torch": torch.__version__, "devinterp": _version("devinterp"), "threads": torch.get_num_threads()}
+
+
+def run_devinterp_checkpoints(spec: dict, seed: int, count: int) -> dict:
+    """LLC at ``count`` checkpoints: one devinterp estimate per checkpoint (its only way)."""
+    import copy
+    import warnings
+
+    import numpy as np
+    import torch
+
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(2)
+    from devinterp.optim.sgld import SGLD
+    from devinterp.slt.sampler import estimate_learning_coeff_with_summary
+
+    arrays = dict(np.load(spec["npz"]))
+    base, evaluate = torch_twin(spec, arrays)
+    tensors = [torch.from_numpy(arrays["data/x"]), torch.from_numpy(arrays["data/y"])]
+    loader = fast_loader(tensors, spec["batch_size"], seed)
+    torch.set_num_threads(best_threads(base, evaluate, next(iter(loader))))
+    gen = torch.Generator().manual_seed(1234)
+    t0 = time.perf_counter()
+    llcs = []
+    for i in range(count):  # random-init checkpoints of the same MLP (timing)
+        model = copy.deepcopy(base)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.05 * torch.randn(p.shape, generator=gen))
+            init_loss = float(evaluate(model, tuple(tensors)))
+        out = estimate_learning_coeff_with_summary(
+            model, loader, evaluate=evaluate, sampling_method=SGLD,
+            optimizer_kwargs=dict(lr=spec["step_size"], nbeta=spec["nbeta"], localization=spec["localization"]),
+            num_draws=spec["num_draws"], num_chains=spec["num_chains"], init_loss=init_loss, cores=1,
+            seed=seed + i, device="cpu", verbose=False,
+        )
+        llcs.append(float(out["llc/mean"]))
+    return {"wall_seconds": time.perf_counter() - t0, "llc_first": llcs[0], "llc_mean_over_checkpoints": float(np.mean(llcs))}
+
+
+def _version(name: str) -> str:
+    from importlib.metadata import version
+
+    try:
+        return version(name)
+    except Exception:  # noqa: BLE001
+        return "?"
+
+
+# ----------------------------------------------------------------------------
+# the slt worker (the slt venv)
+# ----------------------------------------------------------------------------
+
+
+def _load_jax_side(spec: dict):
+    import numpy as np
+
+    sys.path.insert(0, str(HERE))
+    from speed import make_model
+
+    model = make_model(spec["name"], num_chains=spec["num_chains"], num_steps=spec["num_draws"])
+    arrays = dict(np.load(spec["npz"]))
+    data = {k[len("data/"):]: v for k, v in arrays.items() if k.startswith("data/")}
+    return model, data
+
+
+def run_slt(spec: dict, seed: int) -> dict:
+    import numpy as np
+
+    import slt
+
+    model, data = _load_jax_side(spec)
+    kwargs = dict(step_size=spec["step_size"], nbeta=spec["nbeta"], localization=spec["localization"],
+                  num_chains=spec["num_chains"], num_draws=spec["num_draws"], batch_size=min(spec["batch_size"], spec["n"]),
+                  seed=seed, progress=False)
+    t0 = time.perf_counter()
+    res = slt.estimate_llc(model.loss_fn, model.params, data, **kwargs)
+    wall = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    warm = slt.estimate_llc(model.loss_fn, model.params, data, **{**kwargs, "seed": seed + 1})
+    warm_wall = time.perf_counter() - t1
+    import jax
+
+    return {"wall_seconds": wall, "compile_seconds": res.timing["compile_seconds"],
+            "sample_seconds": res.timing["sample_seconds"], "warm_wall_seconds": warm_wall,
+            "warm_sample_seconds": warm.timing["sample_seconds"], "init_loss": res.init_loss,
+            "llc_mean": res.llc_mean, "llc_per_chain": np.asarray(res.llc_per_chain).tolist(),
+            "jax": jax.__version__, "slt": slt.__version__}
+
+
+def run_slt_checkpoints(spec: dict, seed: int, count: int) -> dict:
+    """LLC at ``count`` checkpoints: slt.llc_trajectory when available, else a loop of estimate_llc
+    (compiled once), and the same job as one program (checkpoints × chains with per-chain centers)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import slt
+    from slt.posterior import Hyperparameters
+    from slt.sampling import RunConfig, run_chains
+
+    model, data = _load_jax_side(spec)
+    leaves, treedef = jax.tree.flatten(model.params)
+    rng = np.random.default_rng(1234)
+    checkpoints = [jax.tree.unflatten(treedef, [np.asarray(x) + 0.05 * rng.standard_normal(np.shape(x)).astype(np.float32)
+                                                for x in leaves]) for _ in range(count)]
+    kwargs = dict(step_size=spec["step_size"], nbeta=spec["nbeta"], localization=spec["localization"],
+                  num_chains=spec["num_chains"], num_draws=spec["num_draws"], batch_size=spec["batch_size"], progress=False)
+    out = {}
+    t0 = time.perf_counter()
+    try:
+        traj_fn = slt.llc_trajectory
+    except AttributeError:
+        traj_fn = None
+    if traj_fn is not None:
+        traj = traj_fn(model.loss_fn, checkpoints, data, seed=seed, **kwargs)
+        out["method"] = "slt.llc_trajectory"
+        means = np.asarray(getattr(traj, "llc_mean", getattr(traj, "values", [np.nan])))
+    else:
+        means = [slt.estimate_llc(model.loss_fn, c, data, seed=seed + i, **kwargs).llc_mean for i, c in enumerate(checkpoints)]
+        out["method"] = "loop of slt.estimate_llc"
+    out["wall_seconds"] = time.perf_counter() - t0
+    out["llc_first"] = float(np.asarray(means).ravel()[0])
+    out["llc_mean_over_checkpoints"] = float(np.nanmean(means))
+
+    # the same job as ONE compiled program: count × chains chains, chain c localized at its checkpoint
+    t0 = time.perf_counter()
+    C = spec["num_chains"]
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *checkpoints)
+    init = np.asarray(jax.jit(jax.vmap(lambda p: model.loss_fn(p, data)))(stacked))
+    centers = jax.tree.map(lambda x: jnp.repeat(x, C, axis=0), stacked)
+    config = RunConfig("sgld", count * C, spec["num_draws"], spec["batch_size"], center_per_chain=True)
+    run = run_chains(model.loss_fn, centers, data, Hyperparameters(spec["step_size"], spec["nbeta"], spec["localization"]),
+                     config=config, seed=seed)
+    llc = spec["nbeta"] * (run.loss_trace.mean(axis=1).reshape(count, C).mean(axis=1) - init)
+    out["one_program_wall_seconds"] = time.perf_counter() - t0
+    out["one_program_compile_seconds"] = run.compile_seconds
+    out["one_program_llc_mean_over_checkpoints"] = float(np.mean(llc))
+    return out
+
+
+# ----------------------------------------------------------------------------
+# the driver
+# ----------------------------------------------------------------------------
+
+
+def _worker(python: str, side: str, spec_path: Path, seed: int, checkpoints: int = 0) -> dict:
+    cmd = [python, str(Path(__file__).resolve()), "--worker", side, "--spec", str(spec_path), "--seed", str(seed)]
+    if checkpoints:
+        cmd += ["--checkpoints", str(checkpoints)]
+    env = dict(os.environ, SLT_COMPILATION_CACHE="off", PYTHONWARNINGS="ignore", TQDM_DISABLE="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(ROOT))
+    if proc.returncode:
+        raise RuntimeError(f"{side} worker failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _se(per_chain) -> float:
+    import numpy as np
+
+    x = np.asarray(per_chain, float)
+    return float(np.std(x, ddof=1) / math.sqrt(len(x))) if len(x) > 1 else float("nan")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--worker", choices=["slt", "devinterp"])
+    ap.add_argument("--spec")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--checkpoints", type=int, default=0)
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--checkpoint-job", type=int, default=100, help="checkpoints in the trajectory job (0 = skip)")
+    ap.add_argument("--bench-python", default=DEFAULT_BENCH_PYTHON)
+    ap.add_argument("--json")
+    ap.add_argument("--write", action="store_true")
+    args = ap.parse_args(argv)
+
+    if args.worker:
+        spec = json.loads(Path(args.spec).read_text())
+        if args.worker == "devinterp":
+            res = run_devinterp_checkpoints(spec, args.seed, args.checkpoints) if args.checkpoints else run_devinterp(spec, args.seed)
+        else:
+            res = run_slt_checkpoints(spec, args.seed, args.checkpoints) if args.checkpoints else run_slt(spec, args.seed)
+        print(json.dumps(res))
+        return 0
+
+    import numpy as np
+
+    tmp = Path(tempfile.mkdtemp(prefix="slt-vs-devinterp-"))
+    rows = []
+    for name in args.models.split(","):
+        chains, draws = SETTINGS[name]
+        spec_path = write_spec(name, tmp, chains, draws)
+        spec = json.loads(spec_path.read_text())
+        runs = {"devinterp": [], "slt": []}
+        for r in range(args.repeats):  # interleaved, fresh processes
+            for side in ("devinterp", "slt"):
+                python = args.bench_python if side == "devinterp" else sys.executable
+                runs[side].append(_worker(python, side, spec_path, seed=r))
+                print(f"{name} {side} repeat {r}: {json.dumps({k: v for k, v in runs[side][-1].items() if k != 'llc_per_chain'})}",
+                      flush=True)
+        row = summarize(name, spec, runs)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    job = None
+    if args.checkpoint_job:
+        chains, draws = SETTINGS["grokking_mlp"]
+        spec_path = tmp / "grokking_mlp.json"
+        if not spec_path.exists():
+            spec_path = write_spec("grokking_mlp", tmp, chains, draws)
+        job = {"checkpoints": args.checkpoint_job, "devinterp": [], "slt": []}
+        for r in range(max(1, args.repeats // 2)):
+            for side in ("devinterp", "slt"):
+                python = args.bench_python if side == "devinterp" else sys.executable
+                job[side].append(_worker(python, side, spec_path, seed=r, checkpoints=args.checkpoint_job))
+                print(f"checkpoint job {side}: {json.dumps(job[side][-1])}", flush=True)
+    env = environment(args.bench_python)
+    text = render(rows, job, env)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"env": env, "rows": rows, "job": job}, indent=1))
+    if args.write:
+        sys.path.insert(0, str(HERE))
+        from speed import write_section
+
+        write_section("vs_devinterp", text)
+    return 0
+
+
+def summarize(name: str, spec: dict, runs: dict) -> dict:
+    import numpy as np
+
+    chain_steps = spec["num_chains"] * spec["num_draws"]
+    med = lambda side, key: float(np.median([r[key] for r in runs[side]]))  # noqa: E731
+    d_rate = chain_steps / med("devinterp", "sample_seconds")
+    s_rate = chain_steps / med("slt", "warm_sample_seconds")
+    ratios = [d["sample_seconds"] / s["warm_sample_seconds"] for d, s in zip(runs["devinterp"], runs["slt"])]
+    wall_ratios = [d["wall_seconds"] / s["wall_seconds"] for d, s in zip(runs["devinterp"], runs["slt"])]
+    d_llc = np.concatenate([r["llc_per_chain"] for r in runs["devinterp"]])
+    s_llc = np.concatenate([r["llc_per_chain"] for r in runs["slt"]])
+    d_se, s_se = _se(d_llc), _se(s_llc)
+    z = (s_llc.mean() - d_llc.mean()) / math.hypot(d_se, s_se)
+    return {
+        "model": name, "num_params": spec["num_params"], "batch_size": spec["batch_size"],
+        "num_chains": spec["num_chains"], "num_draws": spec["num_draws"],
+        "devinterp_chain_steps_per_s": d_rate, "slt_chain_steps_per_s": s_rate,
+        "speedup_chain_steps": float(np.median(ratios)),
+        "devinterp_wall_s": med("devinterp", "wall_seconds"), "slt_wall_s": med("slt", "wall_seconds"),
+        "slt_compile_s": med("slt", "compile_seconds"), "speedup_wall": float(np.median(wall_ratios)),
+        "devinterp_llc": float(d_llc.mean()), "devinterp_llc_se": d_se,
+        "slt_llc": float(s_llc.mean()), "slt_llc_se": s_se, "z": float(z), "agree": bool(abs(z) < 3),
+        "init_loss": [runs["devinterp"][0]["init_loss"], runs["slt"][0]["init_loss"]],
+        "devinterp_threads": "/".join(str(r["threads"]) for r in runs["devinterp"]),
+    }
+
+
+def environment(bench_python: str) -> dict:
+    import platform
+
+    sys.path.insert(0, str(HERE))
+    from speed import environment as env
+
+    out = env()
+    try:
+        out["torch"], out["devinterp"] = subprocess.run(
+            [bench_python, "-c", "import torch, importlib.metadata as m; print(torch.__version__, m.version('devinterp'))"],
+            capture_output=True, text=True, check=True).stdout.split()
+    except Exception:  # noqa: BLE001
+        out["torch"] = out["devinterp"] = "?"
+    out["platform"] = platform.platform()
+    return out
+
+
+def render(rows: list[dict], job: dict | None, env: dict) -> str:
+    import numpy as np
+
+    threads = ", ".join(f"{r['model']} {r.get('devinterp_threads', '?')}" for r in rows)
+
+    lines = [
+        f"Machine: {env['cpu']}, {env['cores']} cores, shared with other jobs (load {env['load']:.1f}); CPU only "
+        f"(no GPU in this session). slt {env.get('slt', '0.1.0')} on jax {env['jax']} (PRNG `{env['prng_impl']}`); "
+        f"devinterp {env['devinterp']} on torch {env['torch']} (threads: {threads}, cores=1). Generated by "
+        "`python bench/vs_devinterp.py --write`: fresh processes, interleaved, medians of repeats.",
+        "",
+        "| model | params | batch | chains × draws | devinterp chain-steps/s | slt chain-steps/s | speed-up | "
+        "devinterp wall s | slt wall s (compile) | wall speed-up | λ̂ devinterp | λ̂ slt | agree |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['num_params']:,} | {r['batch_size']} | {r['num_chains']} × {r['num_draws']} | "
+            f"{r['devinterp_chain_steps_per_s']:,.0f} | {r['slt_chain_steps_per_s']:,.0f} | **{r['speedup_chain_steps']:.1f}×** | "
+            f"{r['devinterp_wall_s']:.2f} | {r['slt_wall_s']:.2f} ({r['slt_compile_s']:.2f}) | {r['speedup_wall']:.1f}× | "
+            f"{r['devinterp_llc']:.3g} ± {r['devinterp_llc_se']:.2g} | {r['slt_llc']:.3g} ± {r['slt_llc_se']:.2g} | "
+            f"{'yes' if r['agree'] else 'NO'} (z = {r['z']:.1f}) |"
+        )
+    lines += ["", "chain-steps/s: steady-state sampling (slt: its second estimate in the process, compiled program cached; "
+              "devinterp: the whole estimate). Wall: one whole estimate in a fresh process, slt including tracing and "
+              "compilation. ± is the standard error across chains (pooled over repeats)."]
+    if job and job["devinterp"] and job["slt"]:
+        d = float(np.median([r["wall_seconds"] for r in job["devinterp"]]))
+        s = float(np.median([r["wall_seconds"] for r in job["slt"]]))
+        o = float(np.median([r["one_program_wall_seconds"] for r in job["slt"]]))
+        lines += [
+            "",
+            f"Whole job: LLC at {job['checkpoints']} checkpoints of the grokking MLP (random-init checkpoints; "
+            "4 chains × 500 draws each, fresh process, end to end):",
+            "",
+            "| contender | wall s | speed-up vs devinterp |",
+            "|---|---:|---:|",
+            f"| devinterp (one estimate per checkpoint) | {d:.1f} | 1× |",
+            f"| slt, {job['slt'][0]['method']} (compiled once) | {s:.1f} | **{d / s:.1f}×** |",
+            f"| slt, one program (checkpoints × chains, per-chain centers) | {o:.1f} | **{d / o:.1f}×** |",
+        ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
