@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from slt.compilation_cache import enable_persistent_cache
+
+    enable_persistent_cache()  # SLT_COMPILATION_CACHE=dir or "off"; default ~/.cache/slt-jax/xla
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

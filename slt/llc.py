@@ -252,6 +252,7 @@ def estimate_llc(
     acceptance_checks: int = 100,
     init_loss: float | None = None,
     progress: bool | None = None,
+    devices=None,
 ) -> LLCResult:
     """Estimate the local learning coefficient λ̂ at ``params``.
 
@@ -278,6 +279,9 @@ def estimate_llc(
         acceptance of the proposals (sgld/psgld); 0 = never.
       init_loss: L(w*) if already known; computed on the full data otherwise.
       progress: show a progress bar (default: on a terminal for long runs).
+      devices: shard the chains over devices: None (all devices when there are
+        several and they divide num_chains), "all", an int, or a list of devices
+        (see :func:`slt.sharding.resolve_devices`).
 
     Returns:
       :class:`LLCResult`; ``result.summary()`` prints a readable report.
@@ -311,6 +315,7 @@ def estimate_llc(
         Hyperparameters(config.step_size, config.nbeta, config.localization),
         config=run_config(config, acceptance_checks=acceptance_checks, progress=progress),
         seed=config.seed,
+        devices=devices,
     )
     llc = llc_from_run(result, init_loss, config)
     if calibration is not None:
