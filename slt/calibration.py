@@ -71,7 +71,7 @@ PyTree = Any
 DEFAULT_LOCALIZATION = 1.0
 TARGET_ACCEPTANCE = diag.ACCEPTANCE_TARGET  # 0.9, Furman & Lau (arXiv 2402.03698)
 POINTS = 8  # chains per (nβ, γ) in each call: 8 sweep steps, 8 probe decades, 8 verification chains per step
-SLOW_Z = 3.0  # standard errors by which D2 must exceed D1/2 to call the difference slow mixing, not bias
+SLOW_Z = 3.0  # calling a too-large D1 slow mixing keeps the step, so it needs 3 standard errors
 GRID_TOP = 2.0  # after a probe, the sweep starts at GRID_TOP × the acceptance crossing ε_x it found
 
 
@@ -423,30 +423,41 @@ def _concat(parts):
     )
 
 
-def _resolved(rows, target, z, tolerance) -> bool:
-    """Is the halving decision clear for the row that would be chosen (the first acceptable row not clearly failing)?
+def _clear(rows, h, target, z, tolerance) -> bool:
+    """Is the verification's reading clear, or should more coupled replicates be added?
 
-    Clear = resolved to the tolerance (z·SE ≤ tolerance·|λ̂(ε/2)|) or clearly failed (|D| > z·SE and > tolerance).
+    Judged on the first of ε, ε/2 that passes acceptance: clear when its difference is resolved to the
+    tolerance (z·SE ≤ tolerance·|λ̂|), or when at ε a difference beyond tolerance reads clearly as slow mixing,
+    or as bias and then the difference at ε/2 is clear too.
     """
-    for r in rows:
+    for k, r in enumerate(rows[:2]):
         if not _passes(r, target):
             continue
         if r["halving_diff"] is None or not (np.isfinite(r["halving_diff"]) and np.isfinite(r["halving_se"])):
             return True
         d, e, scale = abs(r["halving_diff"]), z * r["halving_se"], tolerance * abs(r["llc_half"])
-        if d > e and d > scale:
-            continue  # clearly fails: the decision moves on to the next smaller step
-        return e <= scale
+        if not (d > e and d > scale):
+            return e <= scale
+        if h["slow"] or not h["bias"]:
+            return h["slow"]
+        if k == 1:
+            return True  # biased at ε/2 as well: the decision moves down
     return True
 
 
-def _halving_analysis(traces, rows, z, tolerance) -> tuple[float, float, bool]:
+def _halving_analysis(traces, rows, z, tolerance) -> dict:
     """Differences of λ̂ between coupled chains at ε, ε/2, ε/4 (``traces``: three [chains, draws] λ traces).
 
-    Sets ``llc_half``, ``halving_diff`` ± ``halving_se`` and ``halving_ok`` on the rows at ε and ε/2, and
-    returns (D1, D2, slow): slow when D2 - D1/2 is significantly positive in the direction of D1 (the
-    difference does not shrink like a bias ∝ ε would: λ̂ is still rising at this run length). The chains share their noise, so the per-draw differences are
-    nearly free of the chains' own fluctuations (common random numbers).
+    Sets ``llc_half``, ``halving_diff`` ± ``halving_se`` and ``halving_ok`` on the rows at ε and ε/2 and
+    returns D1 = λ̂(ε) - λ̂(ε/2), D2 = λ̂(ε/2) - λ̂(ε/4) and the two ways of reading a D1 that is too large:
+
+    - ``bias``: D1 - D2 > z·SE in the direction of D1 — the difference shrinks as the step halves, as
+      SGLD's O(ε) bias does (D2 ≈ D1/2);
+    - ``slow``: D2 - D1/2 > max(z, 3)·SE in the direction of D1 — it does not shrink: λ̂ is still rising at this
+      run length (the chain at ε has travelled further), which a smaller step would only slow down.
+
+    The chains share their noise, so these per-draw contrasts are nearly free of the chains' own
+    fluctuations (common random numbers).
     """
     diffs = []
     for k in range(2):
@@ -459,11 +470,14 @@ def _halving_analysis(traces, rows, z, tolerance) -> tuple[float, float, bool]:
             rows[k]["halving_ok"] = not (abs(mean) > z * se and abs(mean) > tolerance * abs(half["llc"]))
         diffs.append(mean)
     d1, d2 = diffs
-    slow = False
-    if np.all(np.isfinite(diffs)):
-        excess = (traces[1] - traces[2]) - 0.5 * (traces[0] - traces[1])  # D2 - D1/2, per draw
-        slow = bool(np.sign(d1) * np.mean(excess) > max(z, SLOW_Z) * _standard_error(excess))
-    return d1, d2, slow
+    out = {"d1": d1, "d2": d2, "bias": False, "slow": False}
+    if np.all(np.isfinite(diffs)) and d1 != 0:
+        sign = np.sign(d1)
+        shrink = sign * ((traces[0] - traces[1]) - (traces[1] - traces[2]))  # D1 - D2 per draw
+        excess = sign * ((traces[1] - traces[2]) - 0.5 * (traces[0] - traces[1]))  # D2 - D1/2 per draw
+        out["bias"] = bool(np.mean(shrink) > z * _standard_error(shrink))
+        out["slow"] = bool(np.mean(excess) > max(z, SLOW_Z) * _standard_error(excess))
+    return out
 
 
 # --------------------------------------------------------------------------- the procedure
@@ -488,7 +502,7 @@ def calibrate(
     halving_z: float = 2.0,
     localization_tolerance: float = 0.1,
     max_rounds: int = 3,
-    max_replicates: int = 4,
+    max_replicates: int = 2,
     init_loss: float | None = None,
     warn: bool = True,
 ) -> Calibration:
@@ -692,9 +706,9 @@ def calibrate(
                 probed.add(c)
 
     # 3. verification: `points` chains at ε, ε/2 and ε/4 driven by the same noise (same seed, same chain index).
-    #    D1 = λ̂(ε) - λ̂(ε/2), D2 = λ̂(ε/2) - λ̂(ε/4). SGLD's bias is ∝ ε, so step-size bias gives D2 ≈ D1/2;
-    #    D2 significantly above D1/2 means slow mixing (λ̂ still rising), which a smaller step would only worsen.
-    #    While the difference is not resolved to the tolerance, more coupled replicates are added (≤ max_replicates).
+    #    D1 = λ̂(ε) - λ̂(ε/2), D2 = λ̂(ε/2) - λ̂(ε/4). A D1 beyond tolerance is step-size bias if it shrinks as the
+    #    step halves (D2 ≈ D1/2), slow mixing if it does not (then the step is kept: a smaller one would mix
+    #    slower still). Coupled replicates are added (≤ max_replicates) while the reading is unclear.
     current = {c: candidates[c][0] for c in combos}
     notes = {c: candidates[c][1] for c in combos}
     final: dict = {}
@@ -718,47 +732,60 @@ def calibrate(
                 everyone = np.arange(merged[0].loss_trace.shape[0])
                 rows = [row(m, everyone, c, current[c] / 2**k, "verify") for k, m in enumerate(merged)]
                 traces = [c[0] * m.loss_trace[:, burnin:].astype(np.float64) for m in merged]
-                results[c] = (rows, *_halving_analysis(traces, rows, halving_z, halving_tolerance))
-            unresolved = [c for c in unresolved if not _resolved(results[c][0], target_acceptance, halving_z,
-                                                                  halving_tolerance)]
+                results[c] = (rows, _halving_analysis(traces, rows, halving_z, halving_tolerance))
+            unresolved = [c for c in unresolved if not _clear(*results[c], target_acceptance, halving_z,
+                                                               halving_tolerance)]
             if not unresolved:
                 break
         last_round = rnd == max_rounds - 1
         for c in pending:
-            rows, d1, d2, slow = results[c]
+            rows, h = results[c]
             a, b, q = rows
             table.extend(rows)
-            for r in rows[:2]:
-                r["healthy"] = r["healthy"] and (r["halving_ok"] is not False or slow)
-            pick = None
-            for k, r in enumerate(rows):
-                if not _passes(r, target_acceptance):
-                    continue
-                if k < 2:
-                    fine = r["halving_ok"] is not False or slow
-                else:  # ε/4: the bias model predicts λ̂(ε/4) - λ̂(ε/8) ≈ D2/2 ± SE(D2)/2
-                    se2 = rows[1]["halving_se"]
-                    fine = abs(d2) / 2 <= max(halving_tolerance * abs(r["llc"]), halving_z * se2 / 2)
-                if fine:
-                    pick = r
-                    break
+            pick, kept_unclear = None, False
+
+            def below(row_at_half):
+                """The chain at ε/2 (``row_at_half``) or ε/4 within tolerance, else None."""
+                if row_at_half["halving_ok"] is not False:
+                    return row_at_half
+                se2 = b["halving_se"]
+                if abs(h["d2"]) / 2 <= max(halving_tolerance * abs(q["llc"]), halving_z * se2 / 2):
+                    return q  # the bias model predicts λ̂(ε/4) - λ̂(ε/8) ≈ D2/2 ± SE(D2)/2
+                return None
+
+            # the largest step passing acceptance (at ε the sweep's single chain may have been lucky) ...
+            first = a if _passes(a, target_acceptance) else b if _passes(b, target_acceptance) else None
+            if first is not None:
+                if first["halving_ok"] is not False or h["slow"]:
+                    pick = first  # ... within tolerance, or its difference is slow mixing (D2 ≥ D1/2)
+                elif h["bias"]:  # ... biased: D2 ≈ D1/2; the largest smaller step within tolerance
+                    pick = below(b) if first is a else (q if below(b) is q else None)
+                else:
+                    pick, kept_unclear = first, True
             if pick is None and not last_round:
-                current[c] /= 8
+                current[c] /= 8 if _passes(b, target_acceptance) else 4
                 continue
             if pick is None:
-                pick = next((r for r in rows if _passes(r, target_acceptance)), rows[-1])
+                pick = q
                 notes[c] = notes[c] or f"λ̂ still depends on the step size after {max_rounds} verification rounds"
-            pick["slow_mixing"] = bool(slow)
+            for r in rows:
+                r["healthy"] = r["healthy"] and (r["halving_ok"] is not False or (r is a and h["slow"]))
+            pick["slow_mixing"] = h["slow"]
             pick["healthy"] = bool(
-                _passes(pick, target_acceptance) and pick["levelled"] and (pick["halving_ok"] is not False or slow)
+                _passes(pick, target_acceptance) and pick["levelled"]
+                and (pick["halving_ok"] is not False or h["slow"] or pick is q)
             )
-            if slow and not notes[c]:
+            if h["slow"] and pick is a and not notes[c]:
                 notes[c] = (
-                    f"λ̂(ε) - λ̂(ε/2) = {d1:.3g} does not shrink at half the step (λ̂(ε/2) - λ̂(ε/4) = {d2:.3g}): "
-                    "λ̂ is still rising after the calibration's short runs (slow modes), which a smaller step would "
-                    "only slow down; estimate with long runs and check that λ̂ has levelled off"
+                    f"λ̂(ε) - λ̂(ε/2) = {h['d1']:.3g} does not shrink at half the step (λ̂(ε/2) - λ̂(ε/4) = "
+                    f"{h['d2']:.3g}): λ̂ is still rising after the calibration's short runs (slow modes), which a "
+                    "smaller step would only slow down; estimate with long runs and check that λ̂ levels off"
                 )
-            if pick is not q and not slow and not _resolved([pick], target_acceptance, halving_z, halving_tolerance):
+            unresolved = (
+                pick is not q and pick["halving_ok"] is not False and np.isfinite(_num(pick["halving_se"]))
+                and halving_z * pick["halving_se"] > halving_tolerance * abs(pick["llc_half"])
+            )
+            if not h["slow"] and (kept_unclear or unresolved):
                 bound = 2 * (abs(pick["halving_diff"]) + halving_z * pick["halving_se"]) / max(abs(pick["llc"]), 1e-12)
                 messages.append(
                     f"nβ={c[0]:.4g}, γ={c[1]:g}: λ̂(ε) - λ̂(ε/2) = {pick['halving_diff']:.3g} ± "
