@@ -1,28 +1,29 @@
 """Phase-transition detection on training trajectories (LLC, losses, accuracies).
 
-Method (see ``docs/transitions.md``)
-------------------------------------
+Method (details, parameters and benchmark in ``docs/transitions.md``)
+--------------------------------------------------------------------
 Each signal is smoothed by Gaussian-process regression against log(step)
-(RBF kernel + white noise, plus the per-checkpoint standard errors when given;
-hyperparameters by maximum marginal likelihood, Rasmussen & Williams 2006,
-ch. 2 & 5).  The GP posterior gives, on a fine grid, the smoothed curve f, its
-slope g = df/dlog t, and their joint covariances.  The slope is cut into bumps
-(one per local maximum of |g|) which are merged greedily, weakest first, until
+(RBF kernel + noise: the per-checkpoint standard errors when given, else a
+robust noise profile; hyperparameters by maximum marginal likelihood,
+Rasmussen & Williams 2006, ch. 2, 5 and 9.4).  The posterior gives, on a grid,
+the smoothed curve f, its slope g = df/dlog t and their covariances.  The slope
+is cut into bumps (one per local maximum of |g|) that are merged bottom-up
+until
 
-* every remaining piece is a *significant move*: its change in value
-  Δ = f(b) - f(a) has ``|Δ| / sd(Δ) >= threshold``, and
-* two neighbouring moves in the same direction stay apart only if the slope
-  between them dips significantly towards zero (a plateau).
+* every piece is a *significant move*: its change Δ has
+  ``|Δ| / sd(Δ) >= threshold`` (the score, a z-score), and
+* two neighbouring moves the same way stay apart only if the curve is
+  significantly flatter between them (a plateau).
 
-Each surviving piece is a ``"rise"`` or ``"fall"``; its step is where the
-smoothed curve has done half the change, its window the 10-90 % span.  The
-points between two moves are stage boundaries in the sense of Hoogland et al.
-(arXiv 2402.02364): critical points of the smoothed LLC (dλ̂/dlog t = 0 at a
-peak or trough, or a plateau between two moves the same way).
+Each piece is a ``"rise"`` or ``"fall"`` located where the smoothed curve has
+done half the change, with the 10-90 % window.  The points between two moves
+are stage boundaries in the sense of Hoogland et al. (arXiv 2402.02364):
+critical points of the smoothed LLC (dλ̂/dlog t = 0 at a peak or trough, or a
+plateau between two moves the same way).
 
-The GP is hand-rolled in numpy/scipy (a few dozen lines) because the package has
-no GP dependency and we need the posterior of the *derivative*, which
-off-the-shelf regressors do not return.
+Why a hand-rolled GP: the package has no GP dependency and the detector needs
+the joint posterior of the curve *and its derivative*, which off-the-shelf
+regressors do not return; it is ~60 lines of numpy/scipy.
 """
 
 from __future__ import annotations
@@ -187,6 +188,9 @@ def _normalise_signals(steps, values, stds):
 # --------------------------------------------------------------------------- #
 # Gaussian process with derivative posterior
 # --------------------------------------------------------------------------- #
+_KERNELS = ("rbf", "matern52", "matern32")
+
+
 def _kernel(r, ell, kind):
     """Unit-variance stationary kernel of r = x - x'.
 
@@ -209,11 +213,10 @@ def _kernel(r, ell, kind):
     raise ValueError(f"unknown kernel {kind!r}")
 
 
-NOISE_MODEL = "profile"
-KERNEL = "rbf"
-MAX_FIT = 200
-PROFILE_FLOOR = 1.0
-DIP_THRESHOLD = 3.0
+# development knobs, used by bench/transitions.py to reproduce the comparisons in docs
+_NOISE_MODEL = "profile"  # or "homo": one noise level for the whole run
+_PROFILE_FLOOR = 1.0  # the profile never falls below this x the global level
+_MAX_FIT = 200  # hyperparameters fitted on at most this many checkpoints
 
 
 def _noise_profile(y):
@@ -230,12 +233,12 @@ def _noise_profile(y):
         return float(np.mean(a[: max(1, int(0.8 * len(a)))])) / 0.2953
 
     glob = max(tmean(r2), 1e-12)
-    if NOISE_MODEL == "homo":
+    if _NOISE_MODEL == "homo":
         return np.full(n, glob)
     w = min(n, max(15, n // 6))
     lo = np.clip(np.arange(n) - w // 2, 0, n - w)
     prof = np.array([tmean(r2[i: i + w]) for i in lo])
-    return np.maximum(prof, PROFILE_FLOOR * glob)
+    return np.maximum(prof, _PROFILE_FLOOR * glob)
 
 
 def _neg_lml(theta, y, v0, r, mode, kind):
@@ -268,30 +271,35 @@ class _Fit:
     scale: float
     offset: float
     hyper: tuple
+    support: np.ndarray  # points the data pin down: within ell/2 of a checkpoint
+    anchor: np.ndarray  # points that are checkpoints
 
 
-def _fit_gp(u, y, sd, grid):
-    """GP regression of standardised y on u in [0,1]; posterior of f and f' on grid."""
+def _fit_gp(u, y, sd, grid, kernel="rbf", add_checkpoints=True):
+    """GP regression of standardised y on u in [0,1]; posterior of f and f' on the
+    grid (merged with the checkpoints themselves when ``add_checkpoints``)."""
     offset = float(np.mean(y))
     scale = float(np.std(y))
     if scale == 0.0:
         scale = 1.0
     z = (y - offset) / scale
     r = u[:, None] - u[None, :]
+    # noise variance never below (1e-3 x the signal's sd)^2: noise-free signals
+    # (accuracies, smooth losses) would otherwise make K numerically singular
     if sd is not None:  # known standard errors + a fitted extra white noise
         mode, v0 = "add", (sd / scale) ** 2
-        ebounds, e0 = (np.log(1e-8), np.log(10.0)), 1e-2
+        ebounds, e0 = (np.log(1e-6), np.log(10.0)), 1e-2
     else:  # robust noise profile, times a fitted factor
-        mode, v0 = "mul", _noise_profile(z)
+        mode, v0 = "mul", np.maximum(_noise_profile(z), 1e-6 / 0.3)
         ebounds, e0 = (np.log(0.3), np.log(10.0)), 1.0
     # hyperparameters by marginal likelihood on <= MAX_FIT points (every k-th: the
     # estimates are per-point quantities, so thinning only costs precision)
-    k = -(-len(z) // MAX_FIT)
+    k = -(-len(z) // _MAX_FIT)
     sub = np.arange(0, len(z), k)
     # ell below the checkpoint spacing would let the GP pass white noise off as signal
     ell_min = max(1.5 * float(np.median(np.diff(u[sub]))), 2e-3)
     bounds = [(np.log(1e-6), np.log(1e2)), (np.log(ell_min), np.log(2.0)), ebounds]
-    args = (z[sub], v0[sub], r[np.ix_(sub, sub)], mode, KERNEL)
+    args = (z[sub], v0[sub], r[np.ix_(sub, sub)], mode, kernel)
     best = None
     for ell0 in (0.03, 0.1, 0.4):
         x0 = np.array([0.0, np.log(max(ell0, ell_min * 1.01)), np.log(e0)])
@@ -300,17 +308,21 @@ def _fit_gp(u, y, sd, grid):
             best = res
     s2, ell, e = np.exp(best.x)
     noise = v0 + e if mode == "add" else e * v0
-    K = s2 * _kernel(r, ell, KERNEL)[0] + np.diag(noise + 1e-9)
+    K = s2 * _kernel(r, ell, kernel)[0] + np.diag(noise + 1e-9)
     c = linalg.cho_factor(K, lower=True, check_finite=False)
     alpha = linalg.cho_solve(c, z, check_finite=False)
-    R, _, Rd, _ = _kernel(grid[:, None] - u[None, :], ell, KERNEL)
+    if add_checkpoints:
+        grid = np.union1d(grid, u)
+    R, _, Rd, _ = _kernel(grid[:, None] - u[None, :], ell, kernel)
     Ks, Kd = s2 * R, s2 * Rd
-    Rgg, _, _, Rdd = _kernel(grid[:, None] - grid[None, :], ell, KERNEL)
+    Rgg, _, _, Rdd = _kernel(grid[:, None] - grid[None, :], ell, kernel)
     Vf = linalg.solve_triangular(c[0], Ks.T, lower=True, check_finite=False)
     Vg = linalg.solve_triangular(c[0], Kd.T, lower=True, check_finite=False)
     Cf = s2 * Rgg - Vf.T @ Vf
     Cg = s2 * Rdd - Vg.T @ Vg
-    return _Fit(grid, Ks @ alpha, Cf, Kd @ alpha, Cg, scale, offset, (s2, ell, e))
+    dist = np.min(np.abs(grid[:, None] - u[None, :]), axis=1)
+    return _Fit(grid, Ks @ alpha, Cf, Kd @ alpha, Cg, scale, offset, (s2, ell, e),
+                dist <= 0.5 * ell, dist == 0.0)
 
 
 # --------------------------------------------------------------------------- #
@@ -338,6 +350,7 @@ class _Segmenter:
         self.sdg = np.sqrt(np.clip(np.diag(fit.Cg), 1e-300, None))
         self.min_delta = min_fraction * float(np.ptp(fit.mu))
         self.G = len(fit.u)
+        self.gs = np.where(fit.support, fit.g, 0.0)  # slope where the data pin it down
 
     def split(self, pa, pb):
         m, mu = self.f.g, self.f.mu
@@ -368,11 +381,12 @@ class _Segmenter:
         return mean, np.sqrt(max(var, 1e-300))
 
     def plateau(self, A, B, sign, pa, pb, s):
-        """Is there a flat stretch between same-direction moves A=(a, b) and B?
+        """Is there a flat stretch between same-direction moves A and B?
 
-        Returns (z, ok): z = how significantly the mean slope over the gap
-        [A.end, B.start] is below the mean slopes of A and of B (the weaker of
-        the two), ok = whether the gap slope is below dip_ratio x theirs.
+        A, B = (10 %, 90 %) grid indices of the moves.  Returns (z, ok): z = how
+        significantly the mean slope over the gap [A 90 %, B 10 %] is below the
+        mean slopes of A and of B over their 10-90 % windows (the weaker of the
+        two), ok = whether the gap slope is below dip_ratio x theirs.
         Without a gap, the same test on the pointwise slope at the split s."""
         (a1, b1), (a2, b2) = A, B
         u = self.f.u
@@ -392,17 +406,20 @@ class _Segmenter:
         """Where the move through slope peak p starts and stops inside [a, b]: the
         points nearest p that are within one posterior sd of the curve's extremes
         on either side (a counter-move merged into the piece does not eat into
-        the change, and noise wiggles on the plateaus do not inflate it)."""
-        mu, sd, sign = self.f.mu, self.sdf, np.sign(self.f.g[p])
-        left = sign * mu[a: p + 1]
-        ia = np.nonzero(left <= left.min() + sd[a: p + 1])[0].max()
-        right = sign * mu[p: b + 1]
-        ib = np.nonzero(right >= right.max() - sd[p: b + 1])[0].min()
+        the change, and noise wiggles on the plateaus do not inflate it).  Only
+        checkpoints qualify: between them, and in wide gaps most of all, the
+        GP is less certain (it reverts to its prior)."""
+        mu, sd, sign, ok = self.f.mu, self.sdf, np.sign(self.f.g[p]), self.f.anchor
+        left = np.where(ok[a: p + 1], sign * mu[a: p + 1], np.inf)
+        ia = np.nonzero(left <= left.min() + sd[a: p + 1])[0].max() if ok[a: p + 1].any() else p - a
+        right = np.where(ok[p: b + 1], sign * mu[p: b + 1], -np.inf)
+        ib = np.nonzero(right >= right.max() - sd[p: b + 1])[0].min() if ok[p: b + 1].any() else 0
         return a + int(ia), p + int(ib)
 
     def move(self, a, b):
-        """Best reading of segment [a, b] as one move: (a', b', delta, z, peak)."""
-        m = self.f.g
+        """Best reading of segment [a, b] as one move:
+        (a', b', delta, z, slope peak, 10 % index, 90 % index)."""
+        m = self.gs
         best = None
         for sign in (1.0, -1.0):
             p = a + int(np.argmax(sign * m[a: b + 1]))
@@ -413,13 +430,26 @@ class _Segmenter:
                 z = min(z, 0.0)
             if best is None or z > best[3]:
                 best = (i, j, d, z, p)
-        return best
+        i, j, d, z, p = best
+        return best + self.window(i, j)
+
+    def window(self, a, b):
+        """Grid indices (10 %, 90 %) of the change of the smoothed curve over [a, b]."""
+        mu = self.f.mu
+        if b <= a or mu[b] == mu[a]:
+            return a, b
+        q = (mu[a: b + 1] - mu[a]) / (mu[b] - mu[a])
+        i50 = int(np.argmax(q >= 0.5))
+        i10 = int(np.nonzero(q[: i50 + 1] <= 0.1)[0].max(initial=0))
+        hi = np.nonzero(q[i50:] >= 0.9)[0]
+        i90 = i50 + (int(hi[0]) if hi.size else len(q) - 1 - i50)
+        return a + i10, a + i90
 
     def run(self):
         """Bottom-up merging of the slope bumps.
 
         Returns (bounds, moves [(a', b', delta, z, peak)], split strengths)."""
-        m = self.f.g
+        m = self.gs
         peaks = _local_max_abs(m)
         bounds = [0]
         for pa, pb in zip(peaks[:-1], peaks[1:]):
@@ -455,7 +485,7 @@ class _Segmenter:
             A, B = moves[i], moves[i + 1]
             st = min(A[3], B[3])
             if np.sign(A[2]) == np.sign(B[2]):
-                dip, ok = self.plateau(A[:2], B[:2], np.sign(A[2]), A[4], B[4], bounds[i + 1])
+                dip, ok = self.plateau(A[5:7], B[5:7], np.sign(A[2]), A[4], B[4], bounds[i + 1])
                 st = min(st, dip * self.thr / self.dip_thr if ok else 0.0)
             out.append(st)
         return out
@@ -482,22 +512,25 @@ def _progress_point(u, mu, a, b, frac, forward_from=None, backward_from=None):
 
 
 def _analyse_signal(steps, values, sd, name, *, log_steps, threshold, dip_threshold, dip_ratio,
-                    min_fraction, min_magnitude, grid_size):
+                    min_fraction, min_magnitude, grid_size, kernel):
     x = np.log(steps) if log_steps else steps.astype(float)
     x0, x1 = float(x[0]), float(x[-1])
     u = (x - x0) / (x1 - x0)
-    grid = np.linspace(0.0, 1.0, grid_size)
+    grid = np.linspace(0.0, 1.0, max(64, grid_size - len(u)))  # + the checkpoints
     to_step = (lambda q: float(np.exp(x0 + q * (x1 - x0)))) if log_steps else (
         lambda q: float(x0 + q * (x1 - x0)))
     if np.ptp(values) == 0.0:  # constant signal
         return [], []
-    fit = _fit_gp(u, values, sd, grid)
+    fit = _fit_gp(u, values, sd, grid, kernel)
     seg = _Segmenter(fit, threshold, dip_threshold, dip_ratio, min_fraction)
     bounds, moves, strength = seg.run()
-    mu = fit.mu
+    # locations are read off the smoothed curve, taken as linear across gaps
+    # between checkpoints wider than the length scale (the GP rings there)
+    grid = fit.u
+    mu = np.interp(grid, grid[fit.support], fit.mu[fit.support])
     val = lambda q: float(np.interp(q, grid, mu) * fit.scale + fit.offset)  # noqa: E731
     events = []
-    for a, b, d, z, _ in moves:
+    for a, b, d, z, *_ in moves:
         if z < threshold or abs(d) * fit.scale < min_magnitude or d == 0:
             events.append(None)
             continue
@@ -596,14 +629,20 @@ def detect_transitions(
     log_steps: bool = True,
     threshold: float = 5.0,
     boundaries: bool = True,
-    dip_threshold: float | None = None,
+    dip_threshold: float = 3.0,
     dip_ratio: float = 0.5,
     min_fraction: float = 0.05,
     min_magnitude: float = 0.0,
     group_tol: float = 0.05,
+    kernel: str = "rbf",
     grid_size: int = 256,
 ) -> list[Transition]:
     """Find rises, falls and stage boundaries in one or several aligned trajectories.
+
+    Each signal is smoothed by GP regression against log step (method and
+    benchmark: ``docs/transitions.md``); moves whose change has
+    ``|Δ| / sd(Δ) >= threshold`` are reported, located where the smoothed curve
+    has done half the change, with the 10-90 % window.
 
     Parameters
     ----------
@@ -613,20 +652,21 @@ def detect_transitions(
         ``{"llc": ..., "test_loss": ...}``; the first is the lead signal).
         Losses usually behave better as log(loss).
     stds: per-checkpoint standard errors (array, or dict name -> array for
-        some of the signals).  Used as known heteroscedastic noise, on top of
-        a fitted white-noise term.
+        some of the signals), used as known noise plus a fitted extra white
+        noise.  Without them the noise level is estimated along the run.
     log_steps: smooth against log(step) (default; training dynamics are
         multiplicative in time) or against step.
-    threshold: minimal score (|Δ|/sd(Δ), a z-score) of a move, and of the
-        slope dip that separates two moves the same way.
+    threshold: minimal score (z-score of the change) of a move.
     boundaries: also return stage boundaries between consecutive moves.
-    dip_ratio: two moves the same way are split only where the slope falls
-        below ``dip_ratio`` x the smaller of their peak slopes.
+    dip_threshold, dip_ratio: two moves the same way stay separate only if the
+        mean slope over the gap between them is below ``dip_ratio`` x theirs,
+        with significance ``dip_threshold`` (a z-score).
     min_fraction: ignore moves smaller than this fraction of the smoothed
         signal's total range (guards noise-free signals); ``min_magnitude``
-        is the same in absolute units.
+        is the same in signal units.
     group_tol: windows closer than this fraction of the (log-)step range count
         as overlapping when grouping signals.
+    kernel: GP kernel, "rbf" (default; measured best), "matern52" or "matern32".
     grid_size: points of the evaluation grid across the step range.
 
     Returns
@@ -637,15 +677,18 @@ def detect_transitions(
     """
     steps = _check_steps(steps, log_steps)
     names, sig = _normalise_signals(steps, values, stds)
-    if threshold <= 0:
-        raise ValueError("threshold must be positive")
+    if threshold <= 0 or dip_threshold <= 0:
+        raise ValueError("threshold and dip_threshold must be positive")
+    if kernel not in _KERNELS:
+        raise ValueError(f"kernel must be one of {_KERNELS}, got {kernel!r}")
     per_signal = {}
     for name in names:
         v, sd = sig[name]
         ev, bd = _analyse_signal(
             steps, v, sd, name, log_steps=log_steps, threshold=threshold,
-            dip_threshold=DIP_THRESHOLD if dip_threshold is None else dip_threshold, dip_ratio=dip_ratio,
+            dip_threshold=dip_threshold, dip_ratio=dip_ratio,
             min_fraction=min_fraction, min_magnitude=min_magnitude, grid_size=grid_size,
+            kernel=kernel,
         )
         per_signal[name] = ev + (bd if boundaries else [])
     if len(names) == 1:
@@ -673,7 +716,8 @@ def stage_boundaries(steps, values, stds=None, *, log_steps: bool = True, thresh
     return [t for t in out if t.kind == "stage_boundary"]
 
 
-def smooth(steps, values, stds=None, *, log_steps: bool = True, num: int = 256) -> dict:
+def smooth(steps, values, stds=None, *, log_steps: bool = True, num: int = 256,
+           kernel: str = "rbf") -> dict:
     """GP-smoothed curve used by the detector, for plotting.
 
     Returns a dict of arrays: ``step`` (grid, log- or linearly spaced), ``mean``
@@ -687,7 +731,7 @@ def smooth(steps, values, stds=None, *, log_steps: bool = True, num: int = 256) 
     span = float(x[-1] - x[0])
     u = (x - x[0]) / span
     grid = np.linspace(0.0, 1.0, num)
-    fit = _fit_gp(u, v, sd, grid)
+    fit = _fit_gp(u, v, sd, grid, kernel, add_checkpoints=False)
     xg = x[0] + grid * span
     return {
         "step": np.exp(xg) if log_steps else xg,

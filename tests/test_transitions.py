@@ -214,4 +214,8 @@ def test_bad_inputs():
         detect_transitions(steps, {"a": y}, stds=np.ones(10))
     with pytest.raises(ValueError, match="1-D"):
         detect_transitions(steps, np.zeros((10, 2)))
+    with pytest.raises(ValueError, match="kernel"):
+        detect_transitions(steps, y, kernel="cubic")
+    with pytest.raises(ValueError, match="positive"):
+        detect_transitions(steps, y, threshold=0)
     assert detect_transitions(steps, np.full(10, 3.0)) == []  # constant: nothing, no error
