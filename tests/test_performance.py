@@ -1,0 +1,181 @@
+"""Scale features of the runner: sharding, streaming, resumable state, memory, compilation cache, fast noise."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from slt.posterior import Hyperparameters
+from slt.sampling import RunConfig, chain_keys, compiled_program, run_chains
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def loss(w, batch):
+    return jnp.mean((batch["x"] @ w["a"] + w["b"] - batch["y"]) ** 2)
+
+
+rng = np.random.default_rng(0)
+X = rng.normal(size=(300, 4)).astype(np.float32)
+DATA = {"x": X, "y": (X @ np.arange(1.0, 5.0) + 0.1 * rng.normal(size=300)).astype(np.float32)}
+PARAMS = {"a": jnp.arange(1.0, 5.0), "b": jnp.zeros(())}
+HP = Hyperparameters(np.array([1e-3, 2e-3, 1e-3, 3e-3]), 50.0, 1.0)
+
+
+def _run(data=DATA, **kw):
+    config = kw.pop("config", RunConfig("sgld", 4, 60, 16, acceptance_every=10))
+    return run_chains(loss, PARAMS, data, HP, config=config, seed=3, **kw)
+
+
+def _subprocess(script: str, env_extra: dict, timeout: int = 240) -> dict:
+    env = dict(os.environ, JAX_PLATFORMS="cpu", **env_extra)
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True, env=env,
+                         cwd=ROOT, timeout=timeout)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_sharded_run_equals_single_device_run():
+    script = """
+        import json, numpy as np, jax, jax.numpy as jnp
+        from slt.posterior import Hyperparameters
+        from slt.sampling import RunConfig, run_chains
+        from slt.sharding import resolve_devices
+        rng = np.random.default_rng(0)
+        X = rng.normal(size=(300, 4)).astype(np.float32)
+        data = {"x": X, "y": (X @ np.arange(1.0, 5.0)).astype(np.float32)}
+        loss = lambda w, b: jnp.mean((b["x"] @ w["a"] + w["b"] - b["y"]) ** 2)
+        params = {"a": jnp.arange(1.0, 5.0), "b": jnp.zeros(())}
+        hp = Hyperparameters(np.array([1e-3, 2e-3, 1e-3, 3e-3]), 50.0, 1.0)
+        out = {"devices": len(jax.devices())}
+        for sampler in ("sgld",):
+            cfg = RunConfig(sampler, 4, 60, 16, acceptance_every=10)
+            one = run_chains(loss, params, data, hp, config=cfg, seed=3, devices=1)
+            two = run_chains(loss, params, data, hp, config=cfg, seed=3, devices="all")
+            auto = run_chains(loss, params, data, hp, config=cfg, seed=3)
+            streamed = run_chains(loss, params, data, hp, config=cfg, seed=3, devices="all", stream_chunks=30)
+            out[sampler] = {"num_devices": [two.extras["num_devices"], auto.extras["num_devices"]],
+                            "equal": bool(np.array_equal(one.loss_trace, two.loss_trace)),
+                            "equal_auto": bool(np.array_equal(one.loss_trace, auto.loss_trace)),
+                            "acc_equal": bool(np.allclose(one.acceptance, two.acceptance, equal_nan=True)),
+                            "streamed_diff": float(np.abs(one.loss_trace - streamed.loss_trace).max())}
+        centers = jax.tree.map(lambda x: jnp.stack([x, x + 0.1, x, x + 0.1]), params)
+        cfg = RunConfig("sgld", 4, 60, 16, acceptance_every=10, center_per_chain=True)
+        a = run_chains(loss, centers, data, hp, config=cfg, seed=1, devices=1)
+        b = run_chains(loss, centers, data, hp, config=cfg, seed=1, devices="all")
+        out["per_chain_centers_equal"] = bool(np.array_equal(a.loss_trace, b.loss_trace))
+        try:
+            resolve_devices("all", 3)
+            out["odd_chains_error"] = False
+        except ValueError:
+            out["odd_chains_error"] = True
+        out["odd_chains_auto"] = resolve_devices(None, 3)
+        print(json.dumps(out))
+    """
+    out = _subprocess(script, {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    assert out["devices"] == 2
+    for sampler in ("sgld",):
+        r = out[sampler]
+        assert r["num_devices"] == [2, 2]
+        assert r["equal"] and r["equal_auto"] and r["acc_equal"], r  # per-chain keys: bitwise the same numbers
+        assert r["streamed_diff"] < 1e-5
+    assert out["per_chain_centers_equal"]
+    assert out["odd_chains_error"] and out["odd_chains_auto"] is None
+
+
+def test_streaming_equals_in_memory():
+    memory = _run()
+    streamed = _run(stream_chunks=20)
+    np.testing.assert_allclose(streamed.loss_trace, memory.loss_trace, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(streamed.acceptance_steps, memory.acceptance_steps)
+    assert streamed.extras["num_chunks"] == 3
+    with pytest.raises(ValueError, match="full-batch"):
+        _run(config=RunConfig("sgld", 4, 10, 1000), stream_chunks=5)
+
+
+def test_streaming_from_a_memmap(tmp_path):
+    path = tmp_path / "x.npy"
+    np.save(path, DATA["x"])
+    data = {"x": np.load(path, mmap_mode="r"), "y": DATA["y"]}
+    a = _run(data, stream_chunks=40)  # 40 + 20 steps
+    np.testing.assert_allclose(a.loss_trace, _run().loss_trace, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("sampler", ["psgld"])  # the richest state (position, square_avg, count)
+def test_continuing_a_run_equals_one_long_run(sampler):
+    full = _run(config=RunConfig(sampler, 4, 60, 16, acceptance_every=10))
+    half = RunConfig(sampler, 4, 30, 16, acceptance_every=10)
+    a = _run(config=half, return_state=True)
+    b = _run(config=half, init_state=a.final_state, return_state=True)
+    np.testing.assert_allclose(np.concatenate([a.loss_trace, b.loss_trace], 1), full.loss_trace, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(np.concatenate([a.acceptance_steps, b.acceptance_steps]), full.acceptance_steps)
+    assert b.final_state.step == 60
+
+
+def test_memory_and_traces_do_not_grow_with_steps():
+    data = jax.tree.map(jnp.asarray, DATA)
+    keys = jnp.asarray(chain_keys(0, 4, "counter_hash"))
+    hp = Hyperparameters(*(jnp.asarray(np.broadcast_to(np.asarray(v, np.float32), (4,))) for v in HP))
+    temp = {}
+    for steps in (50, 5000):
+        config = RunConfig("sgld", 4, steps, 16, acceptance_every=10)
+        args = (PARAMS, None, data, hp, keys, np.int32(0), None, None)
+        compiled, _ = compiled_program(loss, None, config, args, return_states=True)
+        stats = compiled.memory_analysis()
+        temp[steps] = (stats.temp_size_in_bytes, stats.output_size_in_bytes)
+    # only the scalar traces grow: 2 floats per chain-step (loss, acceptance) plus slack
+    scalar_growth = (5000 - 50) * 4 * 2 * 4
+    assert temp[5000][1] - temp[50][1] <= scalar_growth + 1024
+    assert temp[5000][0] - temp[50][0] <= 2 * scalar_growth + 64 * 1024
+    run = _run(return_state=True)
+    assert run.loss_trace.shape == (4, 60)
+    assert jax.tree.map(np.shape, run.final_state.sampler_state.position) == {"a": (4, 4), "b": (4,)}
+
+
+def test_persistent_compilation_cache(tmp_path):
+    from slt.compilation_cache import cache_dir_setting, default_cache_dir
+
+    assert cache_dir_setting("off") is None
+    assert cache_dir_setting(str(tmp_path)) == tmp_path
+    assert default_cache_dir().parts[-2:] == ("slt-jax", "xla")
+    script = """
+        import json, time, numpy as np, jax.numpy as jnp
+        from slt.compilation_cache import enable_persistent_cache
+        directory = enable_persistent_cache()
+        from slt.posterior import Hyperparameters
+        from slt.sampling import RunConfig, run_chains
+        X = np.ones((64, 3), np.float32)
+        r = run_chains(lambda w, b: jnp.mean((b["x"] @ w) ** 2), jnp.ones(3), {"x": X},
+                       Hyperparameters(1e-3, 10.0, 1.0), config=RunConfig("sgld", 2, 40, 8, acceptance_every=5))
+        print(json.dumps({"dir": str(directory), "compile": r.compile_seconds}))
+    """
+    cache = tmp_path / "xla"
+    first = _subprocess(script, {"SLT_COMPILATION_CACHE": str(cache)})
+    files = list(cache.iterdir())
+    assert first["dir"] == str(cache) and any("program" in f.name for f in files)
+    second = _subprocess(script, {"SLT_COMPILATION_CACHE": str(cache)})
+    assert second["compile"] < first["compile"]
+
+
+def test_counter_hash_noise_is_standard_normal_and_independent():
+    from scipy import stats
+
+    from slt.samplers.noise import COUNTER_HASH, tree_normal
+
+    keys = jax.random.split(jax.random.key(7, impl=COUNTER_HASH), 3)
+    z = np.asarray(jax.vmap(lambda k: jax.random.normal(k, (200_000,)))(keys), np.float64)
+    for row in z:
+        assert abs(row.mean()) < 0.015 and abs(row.var() - 1) < 0.015
+        assert stats.kstest(row, "norm").pvalue > 1e-4
+        assert abs(np.corrcoef(row[:-1], row[1:])[0, 1]) < 0.015
+    assert abs(np.corrcoef(z[0], z[1])[0, 1]) < 0.015
+    noise = tree_normal(keys[0], {"w": jnp.zeros((3, 5)), "b": jnp.zeros(4)})
+    assert noise["w"].shape == (3, 5) and noise["b"].shape == (4,)
+    idx = np.asarray(jax.random.randint(keys[0], (100_000,), 0, 10))
+    assert np.all(np.abs(np.bincount(idx, minlength=10) / 1e4 - 1) < 0.05)
