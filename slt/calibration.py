@@ -19,15 +19,17 @@ healthy, because a larger ε mixes faster for the same cost:
    and minibatches (common random numbers), so the differences
    D1 = λ̂(ε) - λ̂(ε/2) and D2 = λ̂(ε/2) - λ̂(ε/4) are measured far more
    precisely than any λ̂. SGLD's bias is O(ε), so step-size bias shows as
-   D2 ≈ D1/2 and the bias at ε is ≈ 2·D1. The largest of ε, ε/2, ε/4 whose
-   difference is within tolerance (or noise) is chosen. A D2 significantly
-   above D1/2 means λ̂ is still rising (slow modes): not step-size bias, so
-   the step is kept and a warning asks for long runs.
+   D2 ≈ D1/2 and the bias at ε is ≈ 2·D1: then the largest of ε/2, ε/4
+   whose difference is within tolerance is chosen (or the steps move down
+   8×). A D2 significantly above D1/2 means λ̂ is still rising (slow modes):
+   not step-size bias, so the step is kept and a warning asks for long runs.
+   While neither reading is clear, coupled replicates are added.
 
 Every stage is the SAME compiled program (:func:`slt.sampling.run_chains`
 takes per-chain ε, nβ, γ): 8 chains per (nβ, γ) pair swept, ``num_steps``
 steps; the calls differ only in the step sizes. Typical cost: 4 calls,
-32·``num_steps`` chain-steps per (nβ, γ) (9600 at the default 300 steps).
+32·``num_steps`` chain-steps per (nβ, γ) (9600 at the default 300 steps);
+replicates and further rounds add 24·``num_steps`` each.
 
 Defaults (REFERENCE.md §1, §3):
 
@@ -516,8 +518,11 @@ def calibrate(
     agrees with λ̂(ε/2): SGLD's bias is O(ε), so b(ε) ≈ 2·(λ̂(ε) - λ̂(ε/2));
     a difference larger than ``halving_z`` standard errors *and* than
     ``halving_tolerance``·|λ̂| fails (the default 0.025 caps the estimated
-    step-size bias near 5%). The chains at ε and ε/2 share their Gaussian noise
-    and minibatches, which makes the difference far more precise than either λ̂.
+    step-size bias near 5%). The chains at ε, ε/2 and ε/4 share their Gaussian
+    noise and minibatches, which makes the differences far more precise than
+    any λ̂. A failing difference is read as bias when it shrinks as the step
+    halves (D2 ≈ D1/2: a smaller step is chosen) and as slow mixing when it does
+    not (D2 ≥ D1/2 by 3 SE: the step is kept, with a warning to run long).
     The stages are described in the module docstring.
 
     Args:
