@@ -17,6 +17,10 @@ import importlib
 from slt import theory
 from slt.adapters import from_linen, from_nnx
 from slt.diagnostics import SLTWarning
+from slt.fit import LearningCoefficientFit, fit_learning_coefficient
+# Eager: the function shares its name with its module, and a lazy export would be
+# shadowed by the module object after any `from slt.free_energy import ...`.
+from slt.free_energy import FreeEnergyResult, FreeEnergyTrajectory, free_energy, free_energy_trajectory
 from slt.llc import LLCConfig, LLCResult, default_nbeta, estimate_llc
 from slt.samplers.base import SAMPLERS
 from slt.validation import SLTInputError
@@ -30,9 +34,6 @@ _LAZY = {
     "detect_transitions": "slt.transitions",
     "stage_boundaries": "slt.transitions",
     "Transition": "slt.transitions",
-    "free_energy": "slt.free_energy",
-    "FreeEnergyResult": "slt.free_energy",
-    "fit_learning_coefficient": "slt.free_energy",
     "calibrate": "slt.calibration",
     "Calibration": "slt.calibration",
     "load_params": "slt.checkpoints",
@@ -55,6 +56,12 @@ def __dir__():
 
 
 __all__ = [
+    "FreeEnergyResult",
+    "FreeEnergyTrajectory",
+    "LearningCoefficientFit",
+    "fit_learning_coefficient",
+    "free_energy",
+    "free_energy_trajectory",
     "LLCConfig",
     "LLCResult",
     "SAMPLERS",
