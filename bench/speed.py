@@ -170,7 +170,7 @@ def make_model(name: str, *, num_chains: int = 4, num_steps: int | None = None, 
         for w in layers:
             y = y @ w
         params = {"layers": [jnp.asarray(w) for w in layers]}
-        return Model(name, dln_loss, params, {"x": x, "y": y.astype(np.float32)}, batch_size or 500, 5e-7,
+        return Model(name, dln_loss, params, {"x": x, "y": y.astype(np.float32)}, batch_size or 500, 5e-9,
                      n / math.log(n), 1.0, num_chains, num_steps or 1000, "dln", {"widths": widths, "rank": rank})
     if name in ("mlp_1m", "mlp_small"):
         widths = [784, 1024, 256, 10] if name == "mlp_1m" else [64, 128, 128, 10]
@@ -317,6 +317,28 @@ def bench_model(name: str, repeats: int, impls: tuple = (), **kwargs) -> dict:
     }
 
 
+def sharding_speedup(name: str, chains: int, repeats: int) -> dict:
+    """Run in a process with 2 forced host devices: the same run on 1 device and on 2, interleaved."""
+    from slt.posterior import Hyperparameters
+    from slt.sampling import RunConfig, run_chains
+
+    model = make_model(name, num_chains=chains)
+    config = RunConfig("sgld", chains, model.num_steps, model.batch_size)
+    hp = Hyperparameters(model.step_size, model.nbeta, model.localization)
+    data = jax.tree.map(jnp.asarray, model.data)
+    calls = {d: (lambda d=d: run_chains(model.loss_fn, model.params, data, hp, config=config, seed=0, devices=d))
+             for d in (1, "all")}
+    compile_s = {str(d): c().compile_seconds for d, c in calls.items()}
+    times = {d: [] for d in calls}
+    for _ in range(repeats):
+        for d, c in calls.items():
+            times[d].append(c().sample_seconds)
+    one, two = float(np.median(times[1])), float(np.median(times["all"]))
+    return {"model": name, "chains": chains, "devices": len(jax.devices()), "one_device_s": one, "two_devices_s": two,
+            "speedup": one / two, "compile_seconds": compile_s,
+            "equal": bool(np.array_equal(calls[1]().loss_trace, calls["all"]().loss_trace))}
+
+
 def environment() -> dict:
     import slt.sampling as sampling
 
@@ -391,8 +413,24 @@ def main(argv=None) -> int:
     ap.add_argument("--write", action="store_true", help="write the table into docs/benchmarks.md")
     ap.add_argument("--compare-before", metavar="DIR", help="also run an older slt (DIR/slt) in alternating processes")
     ap.add_argument("--rounds", type=int, default=3, help="alternating before/after processes with --compare-before")
+    ap.add_argument("--sharding", metavar="MODEL", help="measure the 2-device speed-up on MODEL (forced host devices)")
+    ap.add_argument("--sharding-worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     names = args.models.split(",")
+
+    if args.sharding:
+        if not args.sharding_worker:
+            env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+            out = subprocess.run([sys.executable, __file__, "--sharding", args.sharding, "--sharding-worker",
+                                  "--chains", str(args.chains), "--repeats", str(args.repeats)],
+                                 env=env, check=True, capture_output=True, text=True)
+            res = json.loads(out.stdout.strip().splitlines()[-1])
+            print(json.dumps(res))
+            if args.json:
+                Path(args.json).write_text(json.dumps(res))
+            return 0
+        print(json.dumps(sharding_speedup(args.sharding, args.chains, args.repeats)))
+        return 0
 
     if args.compare_before:
         runs = {"before": [], "after": []}
