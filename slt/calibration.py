@@ -392,19 +392,6 @@ def _crossing(rows, target) -> tuple[str, float]:
     return "ok", float(math.exp(log_lo + min(max(frac, 0.0), 1.0) * (log_hi - log_lo)))
 
 
-def _paired_difference(run_a, run_b, chains, nbeta, burnin) -> tuple[float, float]:
-    """λ̂(ε) - λ̂(ε/2) over the same steps, from chains that share their noise and minibatches, ± its SE.
-
-    Same seed and chain index: the two chains are driven by the same Gaussian
-    increments, so their λ̂ are strongly correlated and the difference is far
-    more precise than either (common random numbers).
-    """
-    diff = nbeta * (run_a.loss_trace[chains, burnin:].astype(np.float64) - run_b.loss_trace[chains, burnin:])
-    if not np.all(np.isfinite(diff)):
-        return float("nan"), float("nan")
-    return float(np.mean(diff)), _standard_error(diff)
-
-
 def _take(run, chains):
     """The chains ``chains`` of a sampling run (the fields :func:`_measure` reads)."""
     return SimpleNamespace(
