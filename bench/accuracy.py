@@ -156,21 +156,27 @@ def section_dln(quick: bool):
 
     rows, errors = [], []
     n = 100_000
-    steps = 3000 if quick else 10_000
     shapes = DLN_SHAPES[:5] if quick else DLN_SHAPES
     for widths, rank in shapes:
         task = make_dln_task(widths, rank, n, seed=0)
         lam = task.meta["lam"]
+        d = task.meta["num_params"]
+        # λ̂'s trace climbs for ~10k steps at ε = 5e-7 before it levels off: burn in, then average
+        steps = 3000 if quick else (10_000 if d < 20_000 else 5000)
+        chains = 4 if d < 20_000 else 2
         start = time.perf_counter()
         r = slt.estimate_llc(task.loss_fn, task.params, task.data, step_size=5e-7, batch_size=500,
-                             num_chains=4, num_draws=steps, num_burnin=0, seed=0)
+                             num_chains=chains, num_draws=steps, num_burnin=steps, seed=0)
         rel = (r.llc_mean - lam) / lam
         errors.append(abs(rel))
-        rows.append([str(widths), rank, task.meta["num_params"], lam, r.llc_mean, se_of(r), f"{100 * rel:+.1f}%",
-                     f"{r.diagnostics['acceptance_mean']:.2f}", f"{time.perf_counter() - start:.0f}"])
+        rows.append([str(widths), rank, d, lam, r.llc_mean, se_of(r), f"{100 * rel:+.1f}%",
+                     f"{r.diagnostics['acceptance_mean']:.2f}", f"{chains}×({steps}+{steps})",
+                     f"{time.perf_counter() - start:.0f}"])
         print(rows[-1], flush=True)
-    header = ["widths (in→out)", "rank", "d", "Aoyagi λ", "λ̂", "± se", "vs λ", "MALA acc.", "s"]
-    return (f"### Deep linear networks (n = 1e5, batch 500, ε = 5e-7, {steps} steps, 4 chains)\n\n"
+    header = ["widths (in→out)", "rank", "d", "Aoyagi λ", "λ̂", "± se", "vs λ", "MALA acc.", "chains×(burn-in+draws)", "s"]
+    return ("### Deep linear networks (n = 1e5, batch 500, ε = 5e-7, MSE over examples and outputs)\n\n"
+            "The LLC trace climbs for about 10k steps at this step size before it levels off, so half of each "
+            "chain is burn-in. Finite-t multiplicity bias (REFERENCE §1) puts the exact target slightly below λ.\n\n"
             + markdown_table(header, rows)
             + f"\n\nMedian |relative error| {100 * np.median(errors):.1f}% (target ≤ 5%).")
 

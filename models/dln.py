@@ -7,8 +7,8 @@ A⁽ˢ⁾ = W_{L+1-s}ᵀ; :func:`to_theory_widths` converts.
 
 Protocol of Lau et al. (arXiv 2308.12108) and Furman & Lau (arXiv 2402.03698):
 no-noise data x ~ U[-10, 10]^d_in, y = target(x); loss
-L(w) = (1/n) Σᵢ ‖yᵢ - f(xᵢ; w)‖² (squared error summed over outputs, mean
-over examples); λ̂ is measured at the true parameter w*, L(w*) = 0.
+L(w) = (1/(n·d_out)) Σᵢ ‖yᵢ - f(xᵢ; w)‖² (mean squared error over examples
+and outputs, as PyTorch's ``MSELoss``); λ̂ is measured at the true parameter w*, L(w*) = 0.
 
 The true parameter: every factor has rank exactly r, W_s = P_s Q_sᵀ with
 Gaussian P_s [h_in, r], Q_s [h_out, r] (so the product has rank r almost
@@ -99,8 +99,13 @@ def dln_data(target, n: int, rng=0, *, low: float = -10.0, high: float = 10.0) -
 
 
 def dln_loss(pred, y):
-    """(1/n) Σᵢ ‖yᵢ - predᵢ‖²."""
-    return jnp.mean(jnp.sum((y - pred) ** 2, axis=-1))
+    """Mean squared error over examples and outputs, (1/(n·d_out)) Σᵢ ‖yᵢ - predᵢ‖².
+
+    PyTorch's ``MSELoss`` (devinterp, Furman & Lau): summing over outputs
+    instead multiplies the curvature by d_out, and the published ε = 5e-7
+    then diverges.
+    """
+    return jnp.mean((y - pred) ** 2)
 
 
 @functools.lru_cache(maxsize=64)
