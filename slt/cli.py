@@ -57,5 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # `python -m slt.cli`: run the imported module, whose UserError the commands raise
+    from slt.cli import main as _main
+
+    sys.exit(_main())
