@@ -7,7 +7,7 @@ recall (a detection counts if it has the right direction and lies within 5 % of
 the log-step range of a true change, one-to-one), location error in % of the
 log-step range, and the fraction of pure-noise runs with no event at all.
 
-    python bench/transitions.py                 # default: 400 + 400 trials, writes docs
+    python bench/transitions.py                 # default: 600 + 600 runs (+ 2 x 200), writes docs
     python bench/transitions.py --trials 100 --no-write
     python bench/transitions.py --method pelt   # ruptures baseline, for comparison
 
@@ -286,11 +286,32 @@ def grokking_noise(trials, method, **kw):
     return clean, trials
 
 
+def settings(kw):
+    return ", ".join(f"{k}={v}" for k, v in kw.items()) or "defaults"
+
+
+def small_noise(per_cell, **kw):
+    """Pure noise, no stds, 30/60/120 log-spaced checkpoints x (homoscedastic,
+    x3 trend, x3 burst in the middle third): runs with at least one event."""
+    out = {}
+    for n in (30, 60, 120):
+        steps = np.geomspace(10, 1e5, n)
+        u = np.linspace(0, 1, n)
+        for kind, sig in [("homo", np.ones(n)), ("trend", 3 ** (u - 0.5)),
+                          ("burst", np.where((u > 0.33) & (u < 0.66), 3.0, 1.0))]:
+            fp = 0
+            for seed in range(per_cell):
+                rng = np.random.default_rng(1000 * n + seed)
+                fp += len(run_gp(steps, 3 + rng.normal(0, 1.5, n) * sig, None, **kw)) > 0
+            out[(n, kind)] = fp
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--trials", type=int, default=400)
-    ap.add_argument("--noise-trials", type=int, default=400)
-    ap.add_argument("--grokking-trials", type=int, default=100)
+    ap.add_argument("--trials", type=int, default=600)
+    ap.add_argument("--noise-trials", type=int, default=600)
+    ap.add_argument("--grokking-trials", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--method", choices=["gp", "pelt"], default="gp")
     ap.add_argument("--threshold", type=float, default=None,
@@ -302,6 +323,8 @@ def main(argv=None):
     ap.add_argument("--profile-floor", type=float, default=None,
                     help="gp: the noise profile never falls below this x the global level (1)")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--small-noise", action="store_true",
+                    help="only the small pure-noise experiment (gp, 900 runs, no stds)")
     args = ap.parse_args(argv)
     kw = {}
     if args.threshold is not None:
@@ -318,14 +341,18 @@ def main(argv=None):
     if args.profile_floor is not None:
         T._PROFILE_FLOOR = args.profile_floor
         kw["profile_floor"] = args.profile_floor
+    if args.small_noise:
+        res = small_noise(100, **kw)
+        print(f"pure-noise runs with an event, of 100 per cell ({settings(kw)}): {res}; "
+              f"total {sum(res.values())}/{100 * len(res)}")
+        return
     rows, dt = bench(args.trials, args.noise_trials, args.seed, args.method, **kw)
     ok, nseeds, spurious, gerrs = grokking_like(args.grokking_trials, args.method, **kw)
     nclean, nnoise = grokking_noise(args.grokking_trials, args.method, **kw)
     table = summarise(rows)
     ge = 100 * np.asarray(gerrs) if gerrs else np.array([np.nan])
-    settings = ", ".join(f"{k}={v}" for k, v in kw.items()) or "defaults"
     text = (
-        f"Method `{args.method}` ({settings}); {args.trials} runs with 1-3 changes and "
+        f"Method `{args.method}` ({settings(kw)}); {args.trials} runs with 1-3 changes and "
         f"{args.noise_trials} pure-noise runs, seed {args.seed}, {dt:.0f} s single-threaded. "
         f"A detection is a true positive if its direction is right and its step is within "
         f"{TOL:.0%} of the log-step range of an unmatched true change.\n\n{table}\n\n"

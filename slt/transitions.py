@@ -347,18 +347,14 @@ class _Segmenter:
         self.dip_thr = dip_threshold
         self.dip_ratio = dip_ratio
         self.sdf = np.sqrt(np.clip(np.diag(fit.Cf), 1e-300, None))
-        self.sdg = np.sqrt(np.clip(np.diag(fit.Cg), 1e-300, None))
-        self.min_delta = min_fraction * float(np.ptp(fit.mu))
+        self.min_delta = min_fraction * float(np.ptp(fit.mu[fit.anchor]))
         self.G = len(fit.u)
-        self.gs = np.where(fit.support, fit.g, 0.0)  # slope where the data pin it down
-
-    def split(self, pa, pb):
-        m, mu = self.f.g, self.f.mu
-        sa, sb = np.sign(m[pa]), np.sign(m[pb])
-        seg = slice(pa, pb + 1)
-        if sa == sb:
-            return pa + int(np.argmin(sa * m[seg]))
-        return pa + int(np.argmax(sa * mu[seg]))
+        # where the data pin the curve down (not the middle of wide gaps, where
+        # the GP reverts to its prior and rings): slope and curve used there only
+        sup = np.nonzero(fit.support)[0]
+        self.gs = np.where(fit.support, fit.g, 0.0)
+        self.mus = np.interp(fit.u, fit.u[sup], fit.mu[sup])
+        self.snap = sup[np.clip(np.searchsorted(fit.u[sup], fit.u), 0, len(sup) - 1)]
 
     def delta_z(self, a, b):
         Cf = self.f.Cf
@@ -402,14 +398,14 @@ class _Segmenter:
         z = min(self.dip_z(pa, s), self.dip_z(pb, s))
         return z, sign * m[s] <= self.dip_ratio * min(abs(m[pa]), abs(m[pb]))
 
-    def ends(self, a, p, b):
+    def ends(self, a, p, b, sign):
         """Where the move through slope peak p starts and stops inside [a, b]: the
         points nearest p that are within one posterior sd of the curve's extremes
         on either side (a counter-move merged into the piece does not eat into
         the change, and noise wiggles on the plateaus do not inflate it).  Only
         checkpoints qualify: between them, and in wide gaps most of all, the
         GP is less certain (it reverts to its prior)."""
-        mu, sd, sign, ok = self.f.mu, self.sdf, np.sign(self.f.g[p]), self.f.anchor
+        mu, sd, ok = self.f.mu, self.sdf, self.f.anchor
         left = np.where(ok[a: p + 1], sign * mu[a: p + 1], np.inf)
         ia = np.nonzero(left <= left.min() + sd[a: p + 1])[0].max() if ok[a: p + 1].any() else p - a
         right = np.where(ok[p: b + 1], sign * mu[p: b + 1], -np.inf)
@@ -423,7 +419,7 @@ class _Segmenter:
         best = None
         for sign in (1.0, -1.0):
             p = a + int(np.argmax(sign * m[a: b + 1]))
-            i, j = self.ends(a, p, b)
+            i, j = self.ends(a, p, b, sign)
             d, z = self.delta_z(i, j)
             z *= sign
             if abs(d) < self.min_delta or i == j:
@@ -434,8 +430,9 @@ class _Segmenter:
         return best + self.window(i, j)
 
     def window(self, a, b):
-        """Grid indices (10 %, 90 %) of the change of the smoothed curve over [a, b]."""
-        mu = self.f.mu
+        """Grid indices (10 %, 90 %) of the change of the smoothed curve over [a, b]
+        (moved to the next point the data pin down)."""
+        mu = self.mus
         if b <= a or mu[b] == mu[a]:
             return a, b
         q = (mu[a: b + 1] - mu[a]) / (mu[b] - mu[a])
@@ -443,7 +440,7 @@ class _Segmenter:
         i10 = int(np.nonzero(q[: i50 + 1] <= 0.1)[0].max(initial=0))
         hi = np.nonzero(q[i50:] >= 0.9)[0]
         i90 = i50 + (int(hi[0]) if hi.size else len(q) - 1 - i50)
-        return a + i10, a + i90
+        return int(self.snap[a + i10]), int(self.snap[a + i90])
 
     def run(self):
         """Bottom-up merging of the slope bumps.

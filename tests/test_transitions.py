@@ -137,6 +137,19 @@ def test_stage_boundaries_rise_plateau_fall_and_rise_plateau_rise():
     assert abs(ts[1].magnitude) < 2  # flat
 
 
+@pytest.mark.parametrize("log_steps", [True, False])
+def test_noise_free_accuracies_and_a_wide_gap(log_steps):
+    # step 1, then every 500: in log step a gap of 60 % of the range, where a GP
+    # with a short length scale rings; accuracies are exact up to 1/1404
+    steps = np.concatenate([[1.0], np.arange(500.0, 20001.0, 500.0)])
+    train_acc = np.minimum(1.0, np.round((0.02 + logistic(steps, 1500.0, 300.0)) * 1404) / 1404)
+    test_acc = np.round((0.02 + 0.97 * logistic(steps, 9000.0, 700.0)) * 1404) / 1404
+    ts = detect_transitions(steps, {"train_acc": train_acc, "test_acc": test_acc}, log_steps=log_steps)
+    assert [(t.kind, t.signals) for t in ts] == [("rise", ("train_acc",)), ("rise", ("test_acc",))]
+    assert 1000 < ts[0].step < 2200 and 8000 < ts[1].step < 10000
+    assert ts[0].magnitude == pytest.approx(0.98, abs=0.03)
+
+
 def test_grokking_like_llc_three_seeds():
     for seed in range(3):
         rng = np.random.default_rng(20 + seed)
