@@ -359,7 +359,8 @@ def main(argv=None):
         f"Grokking-like LLC (rise 5→45, fall →25, 20-60 checkpoints, sd 1-3, stds given in "
         f"half): exactly the two events in {ok}/{nseeds} runs, {spurious} spurious events "
         f"in all, location error mean {np.mean(ge):.2f} %, p95 {np.percentile(ge, 95):.2f} %. "
-        f"Flat grokking-like LLC (25, sd 1-3, 20-60 checkpoints): no event in {nclean}/{nnoise} runs."
+        f"Flat grokking-like LLC (25, sd 1-3, 20-60 checkpoints): no event in "
+        f"{nclean}/{nnoise} runs."
     )
     print(text)
     if not args.no_write and args.method == "gp" and not kw:

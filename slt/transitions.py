@@ -554,7 +554,10 @@ def _analyse_signal(steps, values, sd, name, *, log_steps, threshold, dip_thresh
             at = grid[pa + int(np.argmax(ea.direction * mu[pa: pb + 1]))]
         else:  # middle of the plateau (or the slope minimum if the moves overlap)
             direction = 0
-            at = 0.5 * (ua + ub) if ua <= ub else grid[pa + int(np.argmin(ea.direction * fit.g[pa: pb + 1]))]
+            if ua <= ub:
+                at = 0.5 * (ua + ub)
+            else:
+                at = grid[pa + int(np.argmin(ea.direction * fit.g[pa: pb + 1]))]
         lo, hi = min(ua, at, ub), max(ua, at, ub)
         boundaries.append(
             Transition(

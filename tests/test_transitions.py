@@ -5,7 +5,13 @@ import json
 import numpy as np
 import pytest
 
-from slt.transitions import Transition, detect_transitions, plot_transitions, smooth, stage_boundaries
+from slt.transitions import (
+    Transition,
+    detect_transitions,
+    plot_transitions,
+    smooth,
+    stage_boundaries,
+)
 
 
 def logistic(u, c, w):
@@ -144,7 +150,8 @@ def test_noise_free_accuracies_and_a_wide_gap(log_steps):
     steps = np.concatenate([[1.0], np.arange(500.0, 20001.0, 500.0)])
     train_acc = np.minimum(1.0, np.round((0.02 + logistic(steps, 1500.0, 300.0)) * 1404) / 1404)
     test_acc = np.round((0.02 + 0.97 * logistic(steps, 9000.0, 700.0)) * 1404) / 1404
-    ts = detect_transitions(steps, {"train_acc": train_acc, "test_acc": test_acc}, log_steps=log_steps)
+    ts = detect_transitions(steps, {"train_acc": train_acc, "test_acc": test_acc},
+                            log_steps=log_steps)
     assert [(t.kind, t.signals) for t in ts] == [("rise", ("train_acc",)), ("rise", ("test_acc",))]
     assert 1000 < ts[0].step < 2200 and 8000 < ts[1].step < 10000
     assert ts[0].magnitude == pytest.approx(0.98, abs=0.03)
@@ -155,7 +162,8 @@ def test_grokking_like_llc_three_seeds():
         rng = np.random.default_rng(20 + seed)
         steps, u = grid(30, 100, 1e5)
         sd = rng.uniform(1, 3, u.size)
-        y = 5 + 40 * logistic(u, 0.35, 0.03) - 20 * logistic(u, 0.7, 0.03) + rng.normal(0, 1, u.size) * sd
+        clean = 5 + 40 * logistic(u, 0.35, 0.03) - 20 * logistic(u, 0.7, 0.03)
+        y = clean + rng.normal(0, 1, u.size) * sd
         ev = events(detect_transitions(steps, y, stds=sd))
         assert [t.kind for t in ev] == ["rise", "fall"], seed
 
@@ -183,7 +191,8 @@ def test_to_dict_and_plot():
     ts = detect_transitions(steps, y)
     d = json.loads(json.dumps([t.to_dict() for t in ts]))
     assert [x["kind"] for x in d] == ["rise", "stage_boundary", "fall"]
-    assert set(d[0]) >= {"step", "start", "end", "direction", "magnitude", "score", "kind", "signals"}
+    keys = {"step", "start", "end", "direction", "magnitude", "score", "kind", "signals"}
+    assert set(d[0]) >= keys
     fig, ax = plt.subplots()
     ax.set_xscale("log")
     ax.plot(steps, y)
