@@ -58,7 +58,7 @@ def main(argv=None):
     test_acc = np.array([metrics[s]["test_acc"] for s in steps])
     test_loss = np.array([metrics[s]["test_loss"] for s in steps])
     transitions = slt.detect_transitions(steps, {"llc": traj.llc_mean[later], "test_loss": test_loss},
-                                         stds={"llc": traj.llc_std[later]})
+                                         stds={"llc": traj.llc_sem[later]})
 
     import matplotlib
 

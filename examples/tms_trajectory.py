@@ -46,7 +46,7 @@ def main(argv=None):
     later = np.asarray(traj.steps) > 0  # log-step axis: leave out step 0
     transitions = slt.detect_transitions(np.asarray(traj.steps)[later],
                                          {"llc": traj.llc_mean[later], "train_loss": train_loss[later]},
-                                         stds={"llc": traj.llc_std[later]})
+                                         stds={"llc": traj.llc_sem[later]})
 
     import matplotlib
 
