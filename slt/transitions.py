@@ -71,6 +71,9 @@ class Transition:
         one (in the order given) is the lead whose step/direction/magnitude/score
         are reported.  ``members`` holds the per-signal transitions.
     value: smoothed lead signal at ``step``.
+    comoving: for a member, True when the signal had no move of its own here but
+        its smoothed curve changes significantly across the group's window
+        (magnitude = that change, score = |Δ| / sd(Δ), window = the group's).
     """
 
     step: float
@@ -83,6 +86,7 @@ class Transition:
     signals: tuple[str, ...] = ("value",)
     value: float = float("nan")
     members: tuple["Transition", ...] = field(default=(), repr=False)
+    comoving: bool = False
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -107,7 +111,8 @@ class Transition:
         if len(self.members) > 1:
             arrows = {1: "up", -1: "down", 0: "flat"}
             s += " with " + ", ".join(
-                f"{m.signals[0]} {arrows[m.direction]}" for m in self.members[1:]
+                f"{m.signals[0]} {arrows[m.direction]}" + (" (co-moving)" if m.comoving else "")
+                for m in self.members[1:]
             )
         return s
 
@@ -517,7 +522,7 @@ def _analyse_signal(steps, values, sd, name, *, log_steps, threshold, dip_thresh
     to_step = (lambda q: float(np.exp(x0 + q * (x1 - x0)))) if log_steps else (
         lambda q: float(x0 + q * (x1 - x0)))
     if np.ptp(values) == 0.0:  # constant signal
-        return [], []
+        return [], [], None
     fit = _fit_gp(u, values, sd, grid, kernel)
     seg = _Segmenter(fit, threshold, dip_threshold, dip_ratio, min_fraction)
     bounds, moves, strength = seg.run()
@@ -566,14 +571,35 @@ def _analyse_signal(steps, values, sd, name, *, log_steps, threshold, dip_thresh
                 signals=(name,), value=val(at),
             )
         )
-    return [e for e in events if e is not None], boundaries
+    fgrid, floor = fit.u, max(min_fraction * float(np.ptp(mu)) * fit.scale, min_magnitude)
+
+    def change(start, end):
+        """Posterior change m(end) - m(start) of this signal and its sd (signal units),
+        from the joint posterior of the two points (linear interpolation on the grid);
+        (0, inf) when below the min_fraction / min_magnitude guard."""
+        w = np.zeros(len(fgrid))
+        for st, sgn in ((start, -1.0), (end, 1.0)):
+            q = float(np.clip(((np.log(st) if log_steps else st) - x0) / (x1 - x0), 0.0, 1.0))
+            i = int(np.clip(np.searchsorted(fgrid, q) - 1, 0, len(fgrid) - 2))
+            t = (q - fgrid[i]) / (fgrid[i + 1] - fgrid[i])
+            w[i] += sgn * (1.0 - t)
+            w[i + 1] += sgn * t
+        d = float(w @ fit.mu) * fit.scale
+        sdd = float(np.sqrt(max(float(w @ fit.Cf @ w), 0.0))) * fit.scale
+        if abs(d) < floor or abs(d) == 0.0:
+            return d, np.inf
+        return d, max(sdd, 1e-12 * abs(d))
+
+    return [e for e in events if e is not None], boundaries, change
 
 
 # --------------------------------------------------------------------------- #
 # Grouping across signals
 # --------------------------------------------------------------------------- #
-def _group(per_signal, names, log_steps, group_tol, span):
-    """Greedy grouping of per-signal transitions whose windows overlap."""
+def _group(per_signal, names, log_steps, group_tol, span, changes=None, threshold=np.inf):
+    """Greedy grouping of per-signal transitions whose windows overlap, then the
+    co-moving signals: a signal not in an event whose own smoothed curve changes
+    significantly (|Δ| / sd(Δ) >= threshold) across the event window joins it."""
     tr = (np.log if log_steps else (lambda q: q))
     order = {n: i for i, n in enumerate(names)}
     items = sorted(
@@ -607,9 +633,22 @@ def _group(per_signal, names, log_steps, group_tol, span):
     for g in groups:
         g.sort(key=lambda t: order[t.signals[0]])
         lead = g[0]
+        start, end = min(t.start for t in g), max(t.end for t in g)
+        if lead.kind != "stage_boundary" and changes:
+            have = {t.signals[0] for t in g}
+            for n in names:
+                if n in have or changes.get(n) is None:
+                    continue
+                d, sdd = changes[n](start, end)
+                if abs(d) / sdd >= threshold:
+                    g.append(Transition(
+                        step=lead.step, start=start, end=end, direction=int(np.sign(d)),
+                        magnitude=d, score=abs(d) / sdd, kind="rise" if d > 0 else "fall",
+                        signals=(n,), comoving=True,
+                    ))
         out.append(
             Transition(
-                step=lead.step, start=min(t.start for t in g), end=max(t.end for t in g),
+                step=lead.step, start=start, end=end,
                 direction=lead.direction, magnitude=lead.magnitude, score=lead.score,
                 kind=lead.kind, signals=tuple(t.signals[0] for t in g), value=lead.value,
                 members=tuple(g),
@@ -673,7 +712,10 @@ def detect_transitions(
     -------
     List of :class:`Transition`, sorted by step.  With several signals,
     transitions whose windows overlap are merged into one (``signals`` lists
-    who moved, ``members`` the per-signal transitions).
+    who moved, ``members`` the per-signal transitions).  A signal with no move
+    of its own there whose smoothed curve still changes by ``|Δ| / sd(Δ) >=
+    threshold`` across a rise/fall's window joins it as a co-moving member
+    (``comoving=True``).
     """
     steps = _check_steps(steps, log_steps)
     names, sig = _normalise_signals(steps, values, stds)
@@ -681,10 +723,10 @@ def detect_transitions(
         raise ValueError("threshold and dip_threshold must be positive")
     if kernel not in _KERNELS:
         raise ValueError(f"kernel must be one of {_KERNELS}, got {kernel!r}")
-    per_signal = {}
+    per_signal, changes = {}, {}
     for name in names:
         v, sd = sig[name]
-        ev, bd = _analyse_signal(
+        ev, bd, changes[name] = _analyse_signal(
             steps, v, sd, name, log_steps=log_steps, threshold=threshold,
             dip_threshold=dip_threshold, dip_ratio=dip_ratio,
             min_fraction=min_fraction, min_magnitude=min_magnitude, grid_size=grid_size,
@@ -695,7 +737,8 @@ def detect_transitions(
         out = per_signal[names[0]]
     else:
         x = np.log(steps) if log_steps else steps
-        out = _group(per_signal, names, log_steps, group_tol, float(x[-1] - x[0]))
+        out = _group(per_signal, names, log_steps, group_tol, float(x[-1] - x[0]),
+                     changes, threshold)
     return sorted(out, key=lambda t: (t.step, t.kind))
 
 

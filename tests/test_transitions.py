@@ -241,3 +241,56 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="positive"):
         detect_transitions(steps, y, threshold=0)
     assert detect_transitions(steps, np.full(10, 3.0)) == []  # constant: nothing, no error
+
+
+# TMS-like trajectory: the LLC rises in two steps (merged into one compound rise)
+# while the train loss has a second, separate fall during the LLC's second step
+_TMS_STEPS = np.array([
+    1, 2, 3, 4, 5, 7, 10, 13, 19, 26, 35, 49, 68, 94, 130, 179, 248, 343, 474, 656, 907, 1255,
+    1736, 2401, 3320, 4592, 6351, 8784, 12150, 16804, 23241, 32144, 44458, 61489, 85044, 117622,
+    162681, 225000], dtype=float)
+_TMS_LLC = np.array([
+    -7.76, -7.724, -7.687, -7.655, -7.62, -7.565, -7.466, -7.397, -7.259, -7.096, -6.954, -6.695,
+    -6.42, -6.174, -5.91, -5.621, -5.304, -4.905, -4.441, -3.758, -2.848, -1.55, 0.2987, 2.291,
+    3.605, 4.138, 4.396, 4.679, 5.159, 7.047, 7.992, 7.999, 7.998, 7.999, 7.999, 7.999, 7.998,
+    7.999])
+_TMS_LLC_SD = np.r_[np.full(22, 0.71), [0.48, 0.46, 0.47, 0.47, 0.47, 0.5, 0.81, 0.71, 0.55, 0.54,
+                                        0.54, 0.54, 0.54, 0.54, 0.54, 0.54]]
+
+
+def test_comoving_signal_joins_event_of_another():
+    rng = np.random.default_rng(0)
+    x = np.log(_TMS_STEPS)
+    loss = (0.21 - 0.11 * logistic(x, np.log(900.0), 0.4)
+            - 0.0313 * logistic(x, np.log(15225.0), 0.15))
+    loss = loss * np.exp(rng.normal(0, 0.004, x.size))
+    ts = detect_transitions(_TMS_STEPS, {"llc": _TMS_LLC, "train_loss": np.log(loss)},
+                            stds={"llc": _TMS_LLC_SD})
+    ev = events(ts)
+    late = [t for t in ev if t.signals[0] == "train_loss" and 1e4 < t.step < 3e4]
+    assert len(late) == 1
+    t = late[0]
+    assert t.kind == "fall" and t.direction == -1  # the lead is unchanged
+    assert t.signals == ("train_loss", "llc")
+    m = t.members[1]
+    assert m.signals == ("llc",) and m.comoving and m.kind == "rise" and m.direction == 1
+    assert m.magnitude > 0 and m.score >= 5.0
+    assert (m.start, m.end, m.step) == (t.start, t.end, t.step)
+    assert not t.members[0].comoving
+    assert "llc up (co-moving)" in t.describe()
+    assert t.to_dict()["members"][1]["comoving"] is True
+    # the compound LLC rise is still reported with llc as lead
+    assert any(e.signals[0] == "llc" and e.kind == "rise" for e in ev)
+
+
+def test_flat_noisy_signal_is_not_comoving():
+    for seed in range(3):
+        rng = np.random.default_rng(100 + seed)
+        steps, u = grid(60)
+        a = 10 + 8 * logistic(u, 0.5, 0.02) + rng.normal(0, 1, u.size)
+        b = 5 + rng.normal(0, 1, u.size)
+        for stds in (None, {"b": np.ones(u.size)}):
+            ts = detect_transitions(steps, {"a": a, "b": b}, stds=stds)
+            ev = events(ts)
+            assert len(ev) == 1 and ev[0].signals == ("a",)
+            assert not any(m.comoving for m in ev[0].members)
