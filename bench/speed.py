@@ -284,6 +284,8 @@ def timed(fn) -> float:
 
 
 def bench_model(name: str, repeats: int, impls: tuple = (), **kwargs) -> dict:
+    if name == "mlp_1m":  # 2 chains × 50 steps: 160 GFLOP per run already
+        kwargs["num_chains"] = min(kwargs.get("num_chains") or 4, 2)
     model = make_model(name, **kwargs)
     floor, floor_compile = floor_program(model)
     contenders = {"floor": floor}
@@ -384,21 +386,26 @@ def write_section(name: str, text: str, path: Path = DOC) -> None:
 def table(rows: list[dict], before: list[dict] | None = None) -> str:
     lines = [
         "| model | params | batch | chains × steps | floor chain-steps/s | SGLD chain-steps/s | SGLD / floor | "
-        "SGLD + 1% MALA checks / floor | compile s (floor / SGLD) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "SGLD + 1% MALA checks / floor | SGLD with threefry noise / floor | compile s (floor / SGLD) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
+        tf = r.get("ratios", {}).get("sgld[threefry2x32]")
         lines.append(
             f"| {r['model']} | {r['num_params']:,} | {r['batch_size']} | {r['num_chains']} × {r['num_steps']} | "
             f"{r['chain_steps_per_s']['floor']:,.0f} | {r['chain_steps_per_s']['sgld']:,.0f} | "
-            f"**{r['ratio_sgld']:.2f}×** | {r['ratio_sgld_acc']:.2f}× | "
+            f"**{r['ratio_sgld']:.2f}×** | {r['ratio_sgld_acc']:.2f}× | {'' if tf is None else f'{tf:.2f}×'} | "
             f"{r['compile_seconds']['floor']:.2f} / {r['compile_seconds']['sgld']:.2f} |"
         )
     if before:
-        lines += ["", "Before → after (SGLD / floor, same machine, alternating processes, medians):", "",
-                  "| model | before | after |", "|---|---:|---:|"]
-        for b, a in zip(before, rows):
-            lines.append(f"| {a['model']} | {b['ratio_sgld']:.2f}× | {a['ratio_sgld']:.2f}× |")
+        lines += ["", "Before → after this work (SGLD / floor and SGLD + 1% MALA checks / floor; the old runner against "
+                  "its own floor, the new against its own, in alternating processes):", "",
+                  "| model | before: SGLD / floor | after | before: + checks | after: + checks |", "|---|---:|---:|---:|---:|"]
+        for b in before["before"]:
+            a = next((r for r in before["after"] if r["model"] == b["model"]), None)
+            if a:
+                lines.append(f"| {b['model']} | {b['ratio_sgld']:.2f}× | {a['ratio_sgld']:.2f}× | "
+                             f"{b['ratio_sgld_acc']:.2f}× | {a['ratio_sgld_acc']:.2f}× |")
     return "\n".join(lines)
 
 
@@ -413,6 +420,7 @@ def main(argv=None) -> int:
     ap.add_argument("--write", action="store_true", help="write the table into docs/benchmarks.md")
     ap.add_argument("--compare-before", metavar="DIR", help="also run an older slt (DIR/slt) in alternating processes")
     ap.add_argument("--rounds", type=int, default=3, help="alternating before/after processes with --compare-before")
+    ap.add_argument("--before-json", help="a --compare-before --json result to add to the table")
     ap.add_argument("--sharding", metavar="MODEL", help="measure the 2-device speed-up on MODEL (forced host devices)")
     ap.add_argument("--sharding-worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -453,7 +461,7 @@ def main(argv=None) -> int:
                 best["ratio_sgld"] = float(np.median([r["ratio_sgld"] for r in rows]))
                 best["ratio_sgld_acc"] = float(np.median([r["ratio_sgld_acc"] for r in rows]))
                 merged[label].append(best)
-        rows, before = merged["after"], merged["before"]
+        rows, before = merged["after"], merged
     else:
         rows, before = [], None
         for name in names:
@@ -464,6 +472,8 @@ def main(argv=None) -> int:
                   f"sgld {r['chain_steps_per_s']['sgld']:>10,.0f} chain-steps/s  sgld/floor {r['ratio_sgld']:.3f}  "
                   f"(+acc {r['ratio_sgld_acc']:.3f})  ratios {json.dumps({k: round(v, 3) for k, v in r['ratios'].items()})}  "
                   f"compile {json.dumps({k: round(v, 2) for k, v in r['compile_seconds'].items()})}", flush=True)
+    if args.before_json:
+        before = json.loads(Path(args.before_json).read_text())["before"]
     env = environment()
     text = table(rows, before)
     print(text)

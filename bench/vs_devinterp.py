@@ -325,7 +325,7 @@ def run_slt(spec: dict, seed: int) -> dict:
     model, data = _load_jax_side(spec)
     kwargs = dict(step_size=spec["step_size"], nbeta=spec["nbeta"], localization=spec["localization"],
                   num_chains=spec["num_chains"], num_draws=spec["num_draws"], batch_size=min(spec["batch_size"], spec["n"]),
-                  seed=seed, progress=False)
+                  seed=seed, progress=False, acceptance_checks=0)  # devinterp computes no MALA check either
     t0 = time.perf_counter()
     res = slt.estimate_llc(model.loss_fn, model.params, data, **kwargs)
     wall = time.perf_counter() - t0
@@ -358,7 +358,8 @@ def run_slt_checkpoints(spec: dict, seed: int, count: int) -> dict:
     checkpoints = [jax.tree.unflatten(treedef, [np.asarray(x) + 0.05 * rng.standard_normal(np.shape(x)).astype(np.float32)
                                                 for x in leaves]) for _ in range(count)]
     kwargs = dict(step_size=spec["step_size"], nbeta=spec["nbeta"], localization=spec["localization"],
-                  num_chains=spec["num_chains"], num_draws=spec["num_draws"], batch_size=spec["batch_size"], progress=False)
+                  num_chains=spec["num_chains"], num_draws=spec["num_draws"], batch_size=spec["batch_size"], progress=False,
+                  acceptance_checks=0)
     out = {}
     t0 = time.perf_counter()
     try:
@@ -427,7 +428,19 @@ def main(argv=None) -> int:
     ap.add_argument("--bench-python", default=DEFAULT_BENCH_PYTHON)
     ap.add_argument("--json")
     ap.add_argument("--write", action="store_true")
+    ap.add_argument("--render", metavar="JSON", help="only render (and with --write, write) saved results")
     args = ap.parse_args(argv)
+
+    if args.render:
+        saved = json.loads(Path(args.render).read_text())
+        text = render(saved["rows"], saved.get("job"), saved["env"])
+        print(text)
+        if args.write:
+            sys.path.insert(0, str(HERE))
+            from speed import write_section
+
+            write_section("vs_devinterp", text)
+        return 0
 
     if args.worker:
         spec = json.loads(Path(args.spec).read_text())

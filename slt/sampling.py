@@ -232,19 +232,23 @@ def _local_program(
         kernel = algo.build_kernel(target, **options)
         k_batch, k_move = step_keys(key, step)
         batch = batch if streamed else draw_minibatch(data, k_batch, config.batch_size)
-        new_state, info = kernel(k_move, state, batch, hp)
-        if check_acceptance:
-            nan = jnp.full((), jnp.nan, info.loss.dtype)
-            acc = jax.lax.cond(
-                check,
-                lambda: langevin_acceptance(
-                    target, state.position, new_state.position, algo.preconditioner(new_state, options), batch, hp
-                ).astype(info.loss.dtype),
-                lambda: nan,
+        if not check_acceptance:
+            new_state, info = kernel(k_move, state, batch, hp)
+            return new_state, (info.loss, jnp.asarray(info.acceptance, info.loss.dtype))
+
+        def plain():
+            new_state, info = kernel(k_move, state, batch, hp)
+            return new_state, info.loss, jnp.full((), jnp.nan, info.loss.dtype)
+
+        def checked():  # the step and its acceptance in one branch: XLA merges the two identical ∇U(w) (CSE)
+            new_state, info = kernel(k_move, state, batch, hp)
+            acc = langevin_acceptance(
+                target, state.position, new_state.position, algo.preconditioner(new_state, options), batch, hp
             )
-        else:
-            acc = jnp.asarray(info.acceptance, info.loss.dtype)
-        return new_state, (info.loss, acc)
+            return new_state, info.loss, acc.astype(info.loss.dtype)
+
+        new_state, loss, acc = jax.lax.cond(check, checked, plain)
+        return new_state, (loss, acc)
 
     step_all = jax.vmap(chain_step, in_axes=(0, 0, 0, center_axis, None, None, 0 if streamed else None))
 
