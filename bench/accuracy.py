@@ -147,7 +147,7 @@ DLN_SHAPES = [  # widths input → output, rank
     ([100, 50, 100], 10),
     ([60, 60, 60, 60, 60], 20),
     ([100, 100, 100], 0),
-    ([100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100], 30),
+    ([300, 150, 300], 50),
 ]
 
 
@@ -168,9 +168,12 @@ def section_dln(quick: bool):
         r = slt.estimate_llc(task.loss_fn, task.params, task.data, step_size=5e-7, batch_size=500,
                              num_chains=chains, num_draws=steps, num_burnin=steps, seed=0)
         rel = (r.llc_mean - lam) / lam
-        errors.append(abs(rel))
-        rows.append([str(widths), rank, d, lam, r.llc_mean, se_of(r), f"{100 * rel:+.1f}%",
-                     f"{r.diagnostics['acceptance_mean']:.2f}", f"{chains}×({steps}+{steps})",
+        failed = len(r.diagnostics["divergent_chains"])
+        errors.append(abs(rel) if np.isfinite(rel) else np.inf)
+        acc = r.diagnostics["acceptance_mean"]
+        rows.append([str(widths), rank, d, lam, r.llc_mean, se_of(r),
+                     f"{100 * rel:+.1f}%" if np.isfinite(rel) else f"{failed} of {chains} chains diverged",
+                     "—" if acc is None else f"{acc:.2f}", f"{chains}×({steps}+{steps})",
                      f"{time.perf_counter() - start:.0f}"])
         print(rows[-1], flush=True)
     header = ["widths (in→out)", "rank", "d", "Aoyagi λ", "λ̂", "± se", "vs λ", "MALA acc.", "chains×(burn-in+draws)", "s"]
@@ -212,12 +215,12 @@ def main():
     parser.add_argument("--quick", action="store_true", help="fewer draws and shapes (a smoke run)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = parser.parse_args()
-    parts = [f"_{machine_line()}; `python bench/accuracy.py{' --quick' if args.quick else ''}`._"]
+    stamp = f"_{machine_line()}; `python bench/accuracy.py --sections {{name}}{' --quick' if args.quick else ''}`._"
     for name in args.sections.split(","):
-        parts.append(SECTIONS[name](args.quick))
-        print(parts[-1], flush=True)
-    if not args.no_write:
-        write_section("benchmarks.md", "accuracy", "\n\n".join(parts))
+        table = SECTIONS[name](args.quick)  # each section is written as soon as it is done
+        print(table, flush=True)
+        if not args.no_write:
+            write_section("benchmarks.md", f"accuracy-{name}", table + "\n\n" + stamp.format(name=name))
 
 
 if __name__ == "__main__":
