@@ -402,7 +402,7 @@ def table(rows: list[dict], before: list[dict] | None = None) -> str:
                   "its own floor, the new against its own, in alternating processes):", "",
                   "| model | before: SGLD / floor | after | before: + checks | after: + checks |", "|---|---:|---:|---:|---:|"]
         for b in before["before"]:
-            a = next((r for r in before["after"] if r["model"] == b["model"]), None)
+            a = next((r for r in (before.get("after") or rows) if r["model"] == b["model"]), None)
             if a:
                 lines.append(f"| {b['model']} | {b['ratio_sgld']:.2f}× | {a['ratio_sgld']:.2f}× | "
                              f"{b['ratio_sgld_acc']:.2f}× | {a['ratio_sgld_acc']:.2f}× |")
@@ -421,10 +421,16 @@ def main(argv=None) -> int:
     ap.add_argument("--compare-before", metavar="DIR", help="also run an older slt (DIR/slt) in alternating processes")
     ap.add_argument("--rounds", type=int, default=3, help="alternating before/after processes with --compare-before")
     ap.add_argument("--before-json", help="a --compare-before --json result to add to the table")
+    ap.add_argument("--render", metavar="JSON", help="only render (and with --write, write) a saved --json result")
+    ap.add_argument("--sharding-json", help="a --sharding --json result to mention under the table")
     ap.add_argument("--sharding", metavar="MODEL", help="measure the 2-device speed-up on MODEL (forced host devices)")
     ap.add_argument("--sharding-worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     names = args.models.split(",")
+    if args.render:
+        saved = json.loads(Path(args.render).read_text())
+        _emit(saved["rows"], saved.get("before"), saved["env"], args)
+        return 0
 
     if args.sharding:
         if not args.sharding_worker:
@@ -475,10 +481,20 @@ def main(argv=None) -> int:
     if args.before_json:
         before = json.loads(Path(args.before_json).read_text())["before"]
     env = environment()
-    text = table(rows, before)
-    print(text)
     if args.json:
         Path(args.json).write_text(json.dumps({"env": env, "rows": rows, "before": before}, indent=1))
+    _emit(rows, before, env, args)
+    return 0
+
+
+def _emit(rows, before, env, args) -> None:
+    text = table(rows, before)
+    if getattr(args, "sharding_json", None):
+        sh = json.loads(Path(args.sharding_json).read_text())
+        text += (f"\n\nChains sharded over 2 forced host devices (`--sharding {sh['model']}`, {sh['chains']} chains, the same "
+                 f"2 cores): {sh['one_device_s']:.2f} s on one device, {sh['two_devices_s']:.2f} s on two, speed-up "
+                 f"**{sh['speedup']:.2f}×**; loss traces bitwise identical: {sh['equal']}.")
+    print(text)
     if args.write:
         note = (
             f"Machine: {env['cpu']}, {env['cores']} cores (CPU backend, shared with other jobs: load "
@@ -489,7 +505,6 @@ def main(argv=None) -> int:
             "included in the rates. No GPU was available for these measurements."
         )
         write_section("speed", note + "\n\n" + text)
-    return 0
 
 
 if __name__ == "__main__":
