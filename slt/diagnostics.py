@@ -83,5 +83,6 @@ def divergence_report(divergent_step: np.ndarray, step_size: float) -> list[dict
 
 
 def emit(messages: list[str]) -> None:
+    """Raise each message as an :class:`SLTWarning`."""
     for message in messages:
         warnings.warn(message, SLTWarning, stacklevel=3)

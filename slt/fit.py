@@ -63,6 +63,7 @@ class LearningCoefficientFit:
         return self.lam - (self.multiplicity - 1) / (np.log(np.asarray(t, np.float64)) + self.c)
 
     def to_dict(self) -> dict:
+        """JSON-serialisable fit (λ, m, c with errors, χ², warnings)."""
         from slt.llc import _jsonable
 
         return _jsonable(asdict(self))

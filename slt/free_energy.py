@@ -106,6 +106,7 @@ class FreeEnergyConfig:
     sampler_options: tuple[tuple[str, Any], ...] = ()
 
     def to_dict(self) -> dict:
+        """JSON-serialisable dict (NaN becomes None)."""
         out = asdict(self)
         out["sampler_options"] = dict(self.sampler_options)
         return out
@@ -178,6 +179,7 @@ class FreeEnergyResult:
         return _jsonable(out)
 
     def summary(self) -> str:
+        """A readable report: value ± stderr, method, prior, and per-β expectations."""
         c = self.config
         name = {"ti": "thermodynamic integration", "wbic": "WBIC"}[self.method]
         lines = [
@@ -707,6 +709,7 @@ class FreeEnergyTrajectory:
         return np.array([r.stderr for r in self.results])
 
     def to_dict(self) -> dict:
+        """JSON-serialisable dict (NaN becomes None)."""
         return _jsonable({"labels": list(self.labels), "values": self.values, "stderrs": self.stderrs,
                           "results": [r.to_dict() for r in self.results]})
 

@@ -55,6 +55,7 @@ class LLCConfig:
         return self.num_burnin + self.num_draws * self.steps_between_draws
 
     def to_dict(self) -> dict:
+        """JSON-serialisable settings (sampler options as a dict)."""
         out = asdict(self)
         out["sampler_options"] = dict(self.sampler_options)
         return out

@@ -166,6 +166,7 @@ class TrajectoryStore:
         self.close()
 
     def open(self) -> "TrajectoryStore":
+        """Open the store for appending (creating it with its header), taking the write lock."""
         if os.path.isdir(self.path):
             raise StoreError(f"{self.path}: is a directory; pass a file path for the store (e.g. {self.path}/llc.jsonl)")
         if os.path.exists(self.path):
@@ -193,6 +194,7 @@ class TrajectoryStore:
         return self
 
     def close(self) -> None:
+        """Release the write lock and close the file."""
         if self._fh is not None:
             self._fh.close()  # releases the flock
             self._fh = None

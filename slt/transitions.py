@@ -93,6 +93,7 @@ class Transition:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
 
     def to_dict(self) -> dict:
+        """JSON-serialisable fields, members included."""
         d = asdict(self)
         d["signals"] = list(self.signals)
         d["members"] = [m.to_dict() for m in self.members]

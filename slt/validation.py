@@ -19,6 +19,7 @@ class SLTInputError(ValueError):
 
 
 def require(condition: bool, message: str) -> None:
+    """Raise :class:`SLTInputError` with ``message`` unless ``condition``."""
     if not condition:
         raise SLTInputError(message)
 
@@ -35,6 +36,7 @@ def positive_number(name: str, value: Any, *, allow_zero: bool = False) -> float
 
 
 def positive_int(name: str, value: Any, *, minimum: int = 1) -> int:
+    """An integer ≥ ``minimum`` (bools refused)."""
     require(
         isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= minimum,
         f"{name} must be an integer ≥ {minimum}, got {value!r}",
@@ -59,6 +61,7 @@ def data_size(data: Any) -> int:
 
 
 def finite_params(params: Any) -> None:
+    """Every leaf of ``params`` is a finite float array."""
     leaves = jax.tree_util.tree_flatten_with_path(params)[0]
     require(len(leaves) > 0, "params is empty: pass the pytree of parameters to measure")
     for path, leaf in leaves:
@@ -75,6 +78,7 @@ def finite_params(params: Any) -> None:
 
 
 def batch_size(value: int | None, n: int) -> int:
+    """The minibatch size: n for None, else an integer in [1, n]."""
     if value is None:
         return n
     value = positive_int("batch_size", value)

@@ -19,12 +19,14 @@ FULL_BATCH_ONLY = True
 
 
 def init(position, rng_key, batch, hp, target, **options):
+    """The MALA state at ``position`` (``rng_key`` draws any initial momentum)."""
     del rng_key
 
     return blackjax.mcmc.mala.init(position, lambda w: -target.energy(w, batch, hp)[0])
 
 
 def build_kernel(target, **options):
+    """``kernel(rng_key, state, batch, hp) -> (state, StepInfo)``: one MALA step on ``target``."""
     if options:
         raise TypeError(f"mala takes no sampler options, got {sorted(options)}")
     mala_kernel = blackjax.mcmc.mala.build_kernel()
@@ -41,4 +43,5 @@ def build_kernel(target, **options):
 
 
 def preconditioner(state, options):
+    """None: no Langevin proposal preconditioner to report."""
     return None

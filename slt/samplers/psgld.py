@@ -40,6 +40,7 @@ class PSGLDState(NamedTuple):
 
 
 def init(position, rng_key, batch, hp, target, **options) -> PSGLDState:
+    """The pSGLD state at ``position`` (``rng_key`` draws any initial momentum)."""
     del rng_key, batch, hp, target
     return PSGLDState(position, jax.tree.map(jnp.zeros_like, position), jnp.zeros((), jnp.int32))
 
@@ -60,6 +61,7 @@ def preconditioner(state: PSGLDState, options):
 
 
 def build_kernel(target, **options):
+    """``kernel(rng_key, state, batch, hp) -> (state, StepInfo)``: one pSGLD step on ``target``."""
     opts = _options(options)
     decay, adapt_steps = opts["rmsprop_decay"], opts["adapt_steps"]
 

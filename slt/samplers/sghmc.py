@@ -49,12 +49,14 @@ def friction_option(name: str, options) -> float:
 
 
 def init(position, rng_key, batch, hp, target, **options) -> SGHMCState:
+    """The SGHMC state at ``position`` (``rng_key`` draws any initial momentum)."""
     del batch, hp, target
     friction_option("sghmc", options)
     return SGHMCState(position, tree_normal(rng_key, position))
 
 
 def build_kernel(target, **options):
+    """``kernel(rng_key, state, batch, hp) -> (state, StepInfo)``: one SGHMC step on ``target``."""
     friction = friction_option("sghmc", options)
 
     def kernel(rng_key, state: SGHMCState, batch, hp):
@@ -71,4 +73,5 @@ def build_kernel(target, **options):
 
 
 def preconditioner(state, options):
+    """None: no Langevin proposal preconditioner to report."""
     return None

@@ -26,11 +26,13 @@ class SGLDState(NamedTuple):
 
 
 def init(position, rng_key, batch, hp, target, **options) -> SGLDState:
+    """The SGLD state at ``position`` (``rng_key`` draws any initial momentum)."""
     del rng_key, batch, hp, target
     return SGLDState(position)
 
 
 def build_kernel(target, **options):
+    """``kernel(rng_key, state, batch, hp) -> (state, StepInfo)``: one SGLD step on ``target``."""
     if options:
         raise TypeError(f"sgld takes no sampler options, got {sorted(options)}")
 

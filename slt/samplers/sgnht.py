@@ -37,6 +37,7 @@ FULL_BATCH_ONLY = False
 
 
 def init(position, rng_key, batch, hp, target, **options) -> SGNHTState:
+    """The SGNHT state at ``position`` (``rng_key`` draws any initial momentum)."""
     del batch, target
     friction = friction_option("sgnht", options)
     h = jnp.sqrt(hp.step_size / 2)
@@ -44,6 +45,7 @@ def init(position, rng_key, batch, hp, target, **options) -> SGNHTState:
 
 
 def build_kernel(target, **options):
+    """``kernel(rng_key, state, batch, hp) -> (state, StepInfo)``: one SGNHT step on ``target``."""
     friction = friction_option("sgnht", options)
 
     def kernel(rng_key, state: SGNHTState, batch, hp):
@@ -66,4 +68,5 @@ def build_kernel(target, **options):
 
 
 def preconditioner(state, options):
+    """None: no Langevin proposal preconditioner to report."""
     return None
