@@ -367,7 +367,7 @@ def run_slt_checkpoints(spec: dict, seed: int, count: int) -> dict:
     except AttributeError:
         traj_fn = None
     if traj_fn is not None:
-        traj = traj_fn(model.loss_fn, checkpoints, data, seed=seed, **kwargs)
+        traj = traj_fn(model.loss_fn, list(enumerate(checkpoints)), data, seed=seed, **kwargs)
         out["method"] = "slt.llc_trajectory"
         means = np.asarray(getattr(traj, "llc_mean", getattr(traj, "values", [np.nan])))
     else:
