@@ -489,6 +489,18 @@ def main(argv=None) -> int:
 
 def _emit(rows, before, env, args) -> None:
     text = table(rows, before)
+    met = [r["model"] for r in rows if r["ratio_sgld"] <= 1.2]
+    missed = [f"{r['model']} ({r['ratio_sgld']:.2f}×)" for r in rows if r["ratio_sgld"] > 1.2]
+    text += (
+        "\n\nTarget SGLD ≤ 1.2× the floor: met for " + (", ".join(met) or "none") + "; not for "
+        + (", ".join(missed) or "none") + ". Repeats on this shared machine scatter by about ±0.1 in these ratios. "
+        "What SGLD does beyond the floor: one Gaussian value per parameter per chain-step (bits from the counter "
+        "hash, then JAX's inverse-erf transform, which is now the larger part), the localization term γ(w - w*), "
+        "and the per-chain ε/nβ/γ and divergence bookkeeping. The threefry column is the same new runner with "
+        "JAX's default generator: the noise alone cost up to half a gradient there. The MALA-check column has "
+        "a check every 1% of the steps (estimate_llc's default of 100 checks on these short runs: every 5th step "
+        "for 500 steps, every step for the 50-step 1M run), each one extra gradient."
+    )
     if getattr(args, "sharding_json", None):
         sh = json.loads(Path(args.sharding_json).read_text())
         text += (f"\n\nChains sharded over 2 forced host devices (`--sharding {sh['model']}`, {sh['chains']} chains, the same "

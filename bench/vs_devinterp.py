@@ -563,7 +563,22 @@ def render(rows: list[dict], job: dict | None, env: dict) -> str:
         )
     lines += ["", "chain-steps/s: steady-state sampling (slt: its second estimate in the process, compiled program cached; "
               "devinterp: the whole estimate). Wall: one whole estimate in a fresh process, slt including tracing and "
-              "compilation. ± is the standard error across chains (pooled over repeats)."]
+              "compilation (the persistent compilation cache off). ± is the standard error across chains (pooled over "
+              "repeats); agree = |z| < 3. Neither side computes MALA acceptance checks here (slt's default 100 checks "
+              "add one gradient per check).",
+              "",
+              "Where the speed-up comes from, and where it stops: devinterp pays Python and PyTorch dispatch overhead "
+              "per optimizer step and per parameter tensor, and runs chains one after another; slt runs every chain "
+              "and step in one compiled program with a fused update. On tiny models (TMS) that overhead is everything "
+              "and slt is 30-50× faster. As the model grows, both sides become bound by the same CPU's floating-point "
+              "throughput (the grokking MLP's step is ~3 MFLOP per chain, the DLN's ~30, the 1M MLP's ~1.6 GFLOP) and "
+              "the speed-up shrinks towards the ratio of useful work per step; on the 1M-parameter MLP XLA's CPU matrix "
+              "multiply is about as fast as PyTorch's oneDNN/MKL, and slt's margin is the fused update and the cheaper "
+              "noise. Targets: ≥ 20× on small models is met for TMS, not for the grokking MLP (~12×) or the DLN "
+              "(~4×), which are compute-bound on 2 cores; ≥ 2× on the 1M-parameter MLP is met; ≥ 20× on the "
+              "100-checkpoint job is met (below). Single estimates of small models are dominated by slt's compile "
+              "time in a fresh process (the wall speed-up column); the `slt` CLI's persistent compilation cache "
+              "removes the XLA part of it on a second run."]
     if job and job["devinterp"] and job["slt"]:
         d = float(np.median([r["wall_seconds"] for r in job["devinterp"]]))
         s = float(np.median([r["wall_seconds"] for r in job["slt"]]))
@@ -578,6 +593,9 @@ def render(rows: list[dict], job: dict | None, env: dict) -> str:
             f"| devinterp (one estimate per checkpoint) | {d:.1f} | 1× |",
             f"| slt, {job['slt'][0]['method']} (compiled once) | {s:.1f} | **{d / s:.1f}×** |",
             f"| slt, one program (checkpoints × chains, per-chain centers) | {o:.1f} | **{d / o:.1f}×** |",
+            "",
+            "Both sides ran back to back on the same idle-ish machine, devinterp first; slt's times include "
+            "compilation (once for all checkpoints).",
         ]
     return "\n".join(lines)
 
