@@ -399,7 +399,7 @@ def table(rows: list[dict], before: list[dict] | None = None) -> str:
         )
     if before:
         lines += ["", "Before → after this work (SGLD / floor and SGLD + 1% MALA checks / floor; the old runner against "
-                  "its own floor, the new against its own, in alternating processes):", "",
+                  "its own floor, the new against its own, separate processes back to back on the same machine):", "",
                   "| model | before: SGLD / floor | after | before: + checks | after: + checks |", "|---|---:|---:|---:|---:|"]
         for b in before["before"]:
             a = next((r for r in (before.get("after") or rows) if r["model"] == b["model"]), None)
