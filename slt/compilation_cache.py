@@ -21,6 +21,7 @@ _OFF = {"off", "0", "false", "no", "none", "disable", "disabled"}
 
 
 def default_cache_dir() -> Path:
+    """$XDG_CACHE_HOME/slt-jax/xla (default ~/.cache/slt-jax/xla)."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "slt-jax" / "xla"
 

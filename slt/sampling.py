@@ -117,6 +117,7 @@ def langevin_acceptance(target: Target, w, w_new, precond, batch, hp) -> jax.Arr
 
 
 def prng_impl(config: RunConfig) -> str:
+    """The PRNG implementation for a run: the config's, else the default (env SLT_PRNG_IMPL or counter_hash)."""
     return config.prng_impl or DEFAULT_PRNG_IMPL
 
 

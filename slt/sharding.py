@@ -83,6 +83,7 @@ def per_chain(mesh: Mesh, axis: int = 0) -> NamedSharding:
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
+    """The sharding that puts a full copy on every device of ``mesh``."""
     return NamedSharding(mesh, PartitionSpec())
 
 
