@@ -62,7 +62,8 @@ from jax.flatten_util import ravel_pytree
 
 from slt import diagnostics as diag
 from slt import validation as check
-from slt.llc import _jsonable, validate_llc_inputs
+from slt.llc import validate_llc_inputs
+from slt.store import jsonable
 from slt.losses import full_data_loss
 from slt.posterior import Hyperparameters
 from slt.samplers.base import get_sampler
@@ -132,7 +133,7 @@ class Calibration:
 
     def to_dict(self) -> dict:
         """JSON-serialisable dict (NaN becomes None)."""
-        return _jsonable(
+        return jsonable(
             {
                 "step_size": self.step_size,
                 "nbeta": self.nbeta,

@@ -64,9 +64,9 @@ class LearningCoefficientFit:
 
     def to_dict(self) -> dict:
         """JSON-serialisable fit (λ, m, c with errors, χ², warnings)."""
-        from slt.llc import _jsonable
+        from slt.store import jsonable
 
-        return _jsonable(asdict(self))
+        return jsonable(asdict(self))
 
     def __repr__(self) -> str:
         m = f"{self.multiplicity:.3g}" + ("" if self.fixed_multiplicity else f" ± {self.multiplicity_stderr:.2g}")

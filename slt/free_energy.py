@@ -67,7 +67,8 @@ import numpy as np
 
 from slt import diagnostics as diag
 from slt import validation as check
-from slt.llc import _jsonable, default_nbeta, validate_llc_inputs
+from slt.llc import default_nbeta, validate_llc_inputs
+from slt.store import jsonable
 from slt.losses import full_data_loss
 from slt.posterior import Hyperparameters
 from slt.samplers.base import get_sampler
@@ -176,7 +177,7 @@ class FreeEnergyResult:
         }
         if traces and self.loss_trace is not None:
             out["loss_trace"] = self.loss_trace
-        return _jsonable(out)
+        return jsonable(out)
 
     def summary(self) -> str:
         """A readable report: value ± stderr, method, prior, and per-β expectations."""
@@ -710,7 +711,7 @@ class FreeEnergyTrajectory:
 
     def to_dict(self) -> dict:
         """JSON-serialisable dict (NaN becomes None)."""
-        return _jsonable({"labels": list(self.labels), "values": self.values, "stderrs": self.stderrs,
+        return jsonable({"labels": list(self.labels), "values": self.values, "stderrs": self.stderrs,
                           "results": [r.to_dict() for r in self.results]})
 
 

@@ -21,6 +21,7 @@ from slt import validation as check
 from slt.losses import full_data_loss
 from slt.posterior import Hyperparameters
 from slt.samplers.base import SAMPLERS, get_sampler
+from slt.store import jsonable
 from slt.sampling import RunConfig, SamplingResult, run_chains
 
 PyTree = Any
@@ -98,7 +99,7 @@ class LLCResult:
         }
         if traces:
             out["loss_trace"] = self.loss_trace
-        return _jsonable(out)
+        return jsonable(out)
 
     def summary(self) -> str:
         """A readable report of the estimate and its health checks."""
@@ -123,22 +124,6 @@ class LLCResult:
 
     def __repr__(self) -> str:
         return f"LLCResult(llc_mean={self.llc_mean:.4g}, llc_std={self.llc_std:.3g}, sampler={self.config.sampler!r}, chains={len(self.llc_per_chain)})"
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, (np.floating, float)):
-        return float(obj) if math.isfinite(obj) else None
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    return obj
 
 
 def validate_llc_inputs(loss_fn, params, data, *, step_size, nbeta, localization, num_chains, num_draws,
