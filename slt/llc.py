@@ -279,9 +279,10 @@ def estimate_llc(
 
         calibration = calibrate(
             loss_fn, params, data, nbeta=nbeta, localization=localization, batch_size=batch_size,
-            sampler=sampler, seed=seed, sampler_options=sampler_options,
+            sampler=sampler, seed=seed, sampler_options=sampler_options, init_loss=init_loss,
         )
         step_size = calibration.step_size
+        init_loss = calibration.init_loss  # L(w*) was computed once, for the calibration
     n, batch, nbeta = validate_llc_inputs(
         loss_fn, params, data, step_size=step_size, nbeta=nbeta, localization=localization,
         num_chains=num_chains, num_draws=num_draws, num_burnin=num_burnin, batch_size=batch_size,
