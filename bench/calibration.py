@@ -1,11 +1,12 @@
 """Validation of ``step_size="auto"``: λ̂ on deep linear networks against Aoyagi's λ, and what calibrating costs.
 
-    python bench/calibration.py [--quick] [--no-write]
+    python bench/calibration.py [--quick] [--no-write] [--only 0 2 ...]
 
 Protocol (Lau et al. arXiv 2308.12108, Furman & Lau arXiv 2402.03698, scaled to 2 CPU cores): no-noise
 data x ~ U[-10, 10]^d, y = x·W*, mean-squared loss, λ̂ at the true parameter W* (every factor of rank r,
-slt.models.dln), n = 1e5, batch 500, nβ = n/log n, γ = 1, SGLD; 4 chains × 10,000 draws after a fixed
-1,000-step burn-in. The step size is ``"auto"`` and nothing else is tuned per network. The cost of the
+slt.models.dln), n = 1e5, batch 500, nβ = n/log n, γ = 1, SGLD, on the networks of bench/accuracy.py with
+its chains × draws (4 × 10,000; 2 × 5,000 from 2e4 parameters). The step size is ``"auto"`` and nothing
+else is set: the burn-in is then ``"auto"`` too (until the λ̂ trace levels off, :mod:`slt.burnin`). The cost of the
 calibration is reported against the estimation it precedes, both in chain-steps (gradient evaluations on
 a batch) and in wall-clock seconds including compilation. The table goes to docs/calibration.md between
 ``<!-- bench:calibration:start -->`` and ``<!-- bench:calibration:end -->``.
@@ -27,55 +28,25 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import slt  # noqa: E402
+from accuracy import DLN_SHAPES  # noqa: E402  (the same networks as the accuracy benchmark)
 from common import machine_line, markdown_table, write_section  # noqa: E402
 
 N = 100_000
 BATCH = 500
-CHAINS = 4
-DRAWS = 10_000
-BURNIN = 1_000
 
-DLN_SHAPES = [  # widths input → output, rank of the true product (every factor has that rank)
-    ([10, 10, 10], 10),
-    ([6, 6, 6, 6], 6),
-    ([8, 4, 8], 4),
-    ([5, 10, 5], 5),
-    ([12, 8, 8, 12], 8),
-    ([10, 10, 10], 3),  # rank-deficient product
-]
+
+def chains_and_draws(d: int, quick: bool) -> tuple[int, int]:
+    """The accuracy benchmark's chains × draws: 4 × 10k, or 2 × 5k from 2e4 parameters (3k draws with --quick)."""
+    chains, draws = (4, 10_000) if d < 20_000 else (2, 5_000)
+    return chains, (3_000 if quick else draws)
 
 
 def dln_task(widths, rank, n, seed=0):
-    """(loss_fn, params, data, λ) from slt.models.dln, or a self-contained DLN of the same protocol."""
-    try:
-        from slt.models.dln import make_dln_task
-    except ImportError:
-        return _own_dln(widths, rank, n, seed)
+    """(loss_fn, params, data, λ) of slt.models.dln: the accuracy benchmark's networks."""
+    from slt.models.dln import make_dln_task
+
     task = make_dln_task(widths, rank, n, seed=seed)
     return task.loss_fn, task.params, task.data, task.meta["lam"]
-
-
-def _own_dln(widths, rank, n, seed):
-    import jax.numpy as jnp
-
-    rng = np.random.default_rng(seed)
-    kernels = []
-    for h_in, h_out in zip(widths[:-1], widths[1:]):
-        p = rng.standard_normal((h_in, rank)) / math.sqrt(h_in)
-        q = rng.standard_normal((h_out, rank)) / math.sqrt(max(rank, 1))
-        kernels.append(jnp.asarray(p @ q.T, jnp.float32))
-    x = jnp.asarray(rng.uniform(-10, 10, (n, widths[0])), jnp.float32)
-
-    def forward(ws, x):
-        for w in ws:
-            x = x @ w
-        return x
-
-    def loss_fn(ws, batch):
-        return jnp.mean(jnp.sum((forward(ws, batch["x"]) - batch["y"]) ** 2, axis=-1))
-
-    lam = float(slt.theory.dln(list(reversed(widths)), rank).lam)
-    return loss_fn, kernels, {"x": x, "y": forward(kernels, x)}, lam
 
 
 def standard_error(result) -> float:
@@ -100,12 +71,15 @@ def auto_vs_hand(loss_fn, params, data, hand: dict, **common) -> dict:
     }
 
 
-def run_dln(shape, rank, *, draws, burnin):
+def run_dln(shape, rank, *, quick):
     loss_fn, params, data, lam = dln_task(shape, rank, N)
+    d = sum(a * b for a, b in zip(shape[:-1], shape[1:]))
+    chains, draws = chains_and_draws(d, quick)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", slt.SLTWarning)
-        result = slt.estimate_llc(loss_fn, params, data, step_size="auto", batch_size=BATCH, num_chains=CHAINS,
-                                  num_draws=draws, num_burnin=burnin, seed=0)
+        # step_size="auto" and nothing else: the burn-in defaults to "auto" (until λ̂ levels off)
+        result = slt.estimate_llc(loss_fn, params, data, step_size="auto", batch_size=BATCH, num_chains=chains,
+                                  num_draws=draws, seed=0)
     cal = result.diagnostics["calibration"]
     # the same calibration again, its program already compiled (as for every checkpoint after the first)
     from slt.calibration import calibrate
@@ -113,18 +87,19 @@ def run_dln(shape, rank, *, draws, burnin):
     warm = calibrate(loss_fn, params, data, batch_size=BATCH, seed=0, warn=False).cost["seconds"]
     est_compile = result.timing["compile_seconds"]
     est_seconds = est_compile + result.timing["sample_seconds"]
-    est_steps = CHAINS * (draws + burnin)
+    burnin = result.config.num_burnin
+    est_steps = chains * (draws + burnin)
     rel = (result.llc_mean - lam) / lam
     flags = []
     if any("still rising" in w for w in cal["warnings"]):
         flags.append("calibration: λ̂ still rising at 300 steps")
-    if any("not levelled off" in str(w.message) for w in caught):
+    if any("not levelled off" in str(w.message) or "levelled off (mean" in str(w.message) for w in caught):
         flags.append("estimate: not levelled off")
     full_product = rank == min(shape[0], shape[-1])
     return {
         "row": [
-            str(shape), rank, "full" if full_product else "deficient", sum(a * b for a, b in zip(shape[:-1], shape[1:])),
-            lam, f"{cal['step_size']:.3g}", f"{result.diagnostics['acceptance_mean']:.2f}", result.llc_mean,
+            str(shape), rank, "full" if full_product else "deficient", d,
+            lam, f"{cal['step_size']:.3g}", f"{chains}×({burnin}+{draws})", f"{result.diagnostics['acceptance_mean']:.2f}", result.llc_mean,
             standard_error(result), f"{100 * rel:+.1f}%", f"{cal['cost']['chain_steps'] / est_steps:.0%}",
             f"{cal['cost']['seconds']:.1f} ({cal['cost']['compile_seconds']:.1f})",
             f"{est_seconds:.1f} ({est_compile:.1f})", f"{warm:.1f}", "; ".join(flags) or "-",
@@ -141,23 +116,25 @@ def run_dln(shape, rank, *, draws, burnin):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="3 networks, 3,000 draws")
+    parser.add_argument("--only", type=int, nargs="*", help="indices into DLN_SHAPES (default: all)")
     parser.add_argument("--no-write", action="store_true", help="print the table, leave docs/ alone")
     args = parser.parse_args(argv)
     shapes = DLN_SHAPES[:3] if args.quick else DLN_SHAPES
-    draws, burnin = (3_000, 300) if args.quick else (DRAWS, BURNIN)
+    if args.only:
+        shapes = [DLN_SHAPES[i] for i in args.only]
     start = time.perf_counter()
     results = []
     for shape, rank in shapes:
-        results.append(run_dln(shape, rank, draws=draws, burnin=burnin))
+        results.append(run_dln(shape, rank, quick=args.quick))
         print(results[-1]["row"], flush=True)
-    header = ["widths (in→out)", "rank", "product", "d", "Aoyagi λ", "auto ε", "MALA acc.", "λ̂", "± se", "vs λ",
+    header = ["widths (in→out)", "rank", "product", "d", "Aoyagi λ", "auto ε", "chains×(auto burn-in+draws)", "MALA acc.", "λ̂", "± se", "vs λ",
               "calibration chain-steps / estimation", "calibration s (compile)", "estimation s (compile)",
               "calibration s, compiled", "flags"]
     within = [r for r in results if abs(r["rel"]) <= 0.10]
     missed = [f"{r['shape']} ({100 * r['rel']:+.0f}%)" for r in results if abs(r["rel"]) > 0.10]
     markdown = (
-        f"### step_size=\"auto\" on deep linear networks (n = 1e5, batch {BATCH}, nβ = n/log n, γ = 1, SGLD, "
-        f"{CHAINS} chains × {draws} draws after {burnin} burn-in)\n\n"
+        f"### step_size=\"auto\" on the accuracy benchmark's deep linear networks (n = 1e5, batch {BATCH}, "
+        "nβ = n/log n, γ = 1, SGLD; the burn-in is num_burnin=\"auto\", the default with step_size=\"auto\")\n\n"
         + markdown_table(header, [r["row"] for r in results])
         + f"\n\n{len(within)}/{len(results)} networks within 10% of Aoyagi's λ "
         f"(median |error| {100 * np.median([abs(r['rel']) for r in results]):.1f}%)"
@@ -167,10 +144,10 @@ def main(argv=None) -> int:
         f"wall-clock time {np.median([r['time_frac'] for r in results]):.0%} of the estimation when both compile "
         f"(on CPU compilation dominates these small networks), {np.median([r['warm_frac'] for r in results]):.0%} "
         "of the estimation's sampling time once the calibration program is compiled (every checkpoint after the "
-        "first, in a trajectory). λ̂ on these networks is typically still rising after the calibration's 300 "
-        "steps; the calibration recognises that (the halving difference does not shrink with the step) and keeps "
-        "the acceptance-limited step instead of shrinking it. Where the product is rank-deficient, 10k steps are "
-        "not always enough for λ̂ to level off at any stable step.\n\n"
+        "first, in a trajectory). λ̂ on these networks is still rising after the calibration's 300 "
+        "steps; the calibration recognises that (the halving difference does not shrink with the step), keeps "
+        "the acceptance-limited step instead of shrinking it, and the automatic burn-in then runs until the λ̂ "
+        "trace has levelled off (slt.burnin) before the draws.\n\n"
         f"{machine_line()}; total {time.perf_counter() - start:.0f} s."
     )
     print(markdown)

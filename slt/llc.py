@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import math
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable
 
 import numpy as np
 
 from slt import diagnostics as diag
 from slt import validation as check
+from slt.burnin import AutoBurnin, burn_in, merge_runs, not_levelled_message
 from slt.losses import full_data_loss
 from slt.posterior import Hyperparameters
 from slt.samplers.base import SAMPLERS, get_sampler
@@ -229,7 +230,7 @@ def estimate_llc(
     localization: float = 1.0,
     num_chains: int = 4,
     num_draws: int = 1000,
-    num_burnin: int = 0,
+    num_burnin: "int | str | AutoBurnin | None" = None,
     batch_size: int | None = None,
     sampler: str = "sgld",
     seed: int = 0,
@@ -258,6 +259,10 @@ def estimate_llc(
       localization: γ.
       num_chains, num_draws, num_burnin, steps_between_draws: chain lengths;
         each chain runs num_burnin + num_draws·steps_between_draws steps.
+        ``num_burnin="auto"`` (or an :class:`slt.burnin.AutoBurnin`) burns in
+        until the λ̂ trace has levelled off (:mod:`slt.burnin`); the steps it
+        took are in ``result.config.num_burnin``. Default (None): "auto" with
+        ``step_size="auto"``, else 0 (the published protocols).
       batch_size: minibatch size; None = full batch.
       sampler_options: per-sampler options, e.g. {"friction": 0.1} for
         sghmc/sgnht, {"rmsprop_decay": 0.99} for psgld.
@@ -283,6 +288,14 @@ def estimate_llc(
         )
         step_size = calibration.step_size
         init_loss = calibration.init_loss  # L(w*) was computed once, for the calibration
+    if num_burnin is None:
+        num_burnin = "auto" if calibration is not None else 0
+    auto_burnin = None
+    if isinstance(num_burnin, (str, AutoBurnin)):
+        check.require(num_burnin == "auto" or isinstance(num_burnin, AutoBurnin),
+                      f'num_burnin must be a number of steps, "auto" or an AutoBurnin, got {num_burnin!r}')
+        auto_burnin = num_burnin if isinstance(num_burnin, AutoBurnin) else AutoBurnin()
+        num_burnin = 0
     n, batch, nbeta = validate_llc_inputs(
         loss_fn, params, data, step_size=step_size, nbeta=nbeta, localization=localization,
         num_chains=num_chains, num_draws=num_draws, num_burnin=num_burnin, batch_size=batch_size,
@@ -297,14 +310,36 @@ def estimate_llc(
     )
     if init_loss is None:
         init_loss = full_data_loss(loss_fn, params, data)
-    result = run_chains(
-        loss_fn, params, data,
-        Hyperparameters(config.step_size, config.nbeta, config.localization),
-        config=run_config(config, acceptance_checks=acceptance_checks, progress=progress),
-        seed=config.seed,
-        devices=devices,
-    )
-    llc = llc_from_run(result, init_loss, config)
+    hyper = Hyperparameters(config.step_size, config.nbeta, config.localization)
+    if auto_burnin is None:
+        result = run_chains(loss_fn, params, data, hyper, seed=config.seed, devices=devices,
+                            config=run_config(config, acceptance_checks=acceptance_checks, progress=progress))
+        return _with_calibration(llc_from_run(result, init_loss, config), calibration)
+
+    draw_config = run_config(config, acceptance_checks=acceptance_checks, progress=progress)
+    auto_burnin = auto_burnin.resolved(draw_config.num_steps)
+
+    def run_chunk(state, steps):
+        chunk_config = replace(draw_config, num_steps=steps, acceptance_every=0, progress_every=0)
+        return run_chains(loss_fn, params, data, hyper, config=chunk_config, seed=config.seed, devices=devices,
+                          init_state=state, return_state=True)
+
+    show = sys.stderr.isatty() if progress is None else progress
+    burn = burn_in(run_chunk, lambda losses: config.nbeta * (losses - init_loss), auto_burnin, progress=show)
+    draws = run_chains(loss_fn, params, data, hyper, config=draw_config, seed=config.seed, devices=devices,
+                       init_state=burn.state)
+    config = replace(config, num_burnin=burn.steps)
+    llc = llc_from_run(merge_runs(burn, draws), init_loss, config)
+    llc.diagnostics["burnin"] = burn.to_dict()
+    if not burn.levelled:
+        message = not_levelled_message(burn)
+        llc.diagnostics["warnings"].append(message)
+        diag.emit([message])
+    return _with_calibration(llc, calibration)
+
+
+def _with_calibration(llc: "LLCResult", calibration) -> "LLCResult":
+    """Record the calibration (if any) that chose the step size."""
     if calibration is not None:
         llc.diagnostics["calibration"] = calibration.to_dict()
     return llc

@@ -1,0 +1,177 @@
+"""Burn-in that lasts until the λ̂ trace has levelled off (``num_burnin="auto"``).
+
+Chains start at w*, the bottom of the local posterior, so the loss trace
+rises while they spread out. Along singular directions the spread is
+diffusive: a direction whose posterior scale is x needs about x²/ε steps,
+so at the small steps that deep networks need the rise can last tens of
+thousands of steps (deep linear networks at ε = 5e-7: λ̂ still climbing after
+40k steps). A fixed burn-in is a guess; this one is measured.
+
+Rule (a window comparison in the spirit of Geweke 1992 and of split R-hat,
+Gelman et al. BDA3 §11.4): the burn-in runs in chunks of one compiled
+program, each continuing the last exactly. With T steps done, let m₁ and m₂
+be the mean LLC over steps (T/2, 3T/4] and (3T/4, T]. The trace has levelled
+when
+
+    |m₂ - m₁| ≤ max(rel·|m₂|, z·se(m₂ - m₁)),
+
+se from the spread of the per-chain differences across the independent
+chains, i.e. the windows agree to ``rel`` or within their Monte Carlo error. Because both windows scale with T, a trace
+that approaches its level like e^(-t/τ) stops at T ≈ a few τ, and the draws
+that follow start where the trace already sits at its level.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import numpy as np
+
+from slt import diagnostics as diag
+from slt.sampling import ChainState, SamplingResult
+
+
+@dataclass(frozen=True)
+class AutoBurnin:
+    """Settings of the adaptive burn-in (pass one as ``num_burnin`` to change them).
+
+    ``chunk``: steps per compiled call (None: a quarter of the draws' steps,
+    at least 100). ``min_steps``/``max_steps``: bounds on the burn-in (None:
+    4 chunks / 20× the draws' steps, at least 10,000). ``rel``, ``z``: the
+    levelling rule of the module docstring.
+    """
+
+    chunk: int | None = None
+    min_steps: int | None = None
+    max_steps: int | None = None
+    rel: float = 0.01
+    z: float = 1.0
+
+    def resolved(self, draw_steps: int) -> "AutoBurnin":
+        """Fill the defaults that depend on the number of draw steps."""
+        chunk = self.chunk or max(100, draw_steps // 4)
+        max_steps = self.max_steps or max(10_000, 20 * draw_steps)
+        min_steps = min(self.min_steps or 4 * chunk, max_steps)
+        return replace(self, chunk=int(chunk), min_steps=int(min_steps), max_steps=int(max_steps))
+
+
+@dataclass
+class BurninResult:
+    """Where the burn-in stopped, and why."""
+
+    steps: int
+    levelled: bool
+    window_means: tuple[float, float]  # (m₁, m₂) of the last check, in LLC units
+    state: ChainState
+    loss_trace: np.ndarray  # [chains, steps] minibatch losses during burn-in
+    compile_seconds: float
+    sample_seconds: float
+
+    def to_dict(self) -> dict:
+        """JSON-friendly summary (no traces)."""
+        return {"steps": self.steps, "levelled": self.levelled, "window_means": list(self.window_means)}
+
+
+def window_means(llc_trace: np.ndarray) -> tuple[float, float, float]:
+    """(m₁, m₂, se of m₂ - m₁) over steps (T/2, 3T/4] and (3T/4, T] of a [chains, T] trace.
+
+    se comes from the spread of the per-chain differences across chains
+    (independent chains): an ESS-based error would read a slow upward drift
+    as autocorrelation and call it noise. With one chain, the windows' MCSE.
+    Chains with a non-finite value are left out (diverged chains are reported
+    by the estimate, not averaged in).
+    """
+    trace = np.asarray(llc_trace, np.float64)
+    trace = trace[np.all(np.isfinite(trace), axis=1)]
+    T = trace.shape[1]
+    a, b = T // 2, (3 * T) // 4
+    if trace.shape[0] == 0 or b - a < 4 or T - b < 4:
+        return float("nan"), float("nan"), float("nan")
+    early, late = trace[:, a:b], trace[:, b:]
+    if trace.shape[0] > 1:
+        diff = late.mean(axis=1) - early.mean(axis=1)
+        se = float(np.std(diff, ddof=1) / np.sqrt(len(diff)))
+    else:
+        se = float(np.hypot(diag.mcse(early), diag.mcse(late)))
+    return float(early.mean()), float(late.mean()), se
+
+
+def has_levelled(llc_trace: np.ndarray, rule: AutoBurnin) -> tuple[bool, float, float]:
+    """Apply the levelling rule to a [chains, T] LLC trace: (levelled, m₁, m₂)."""
+    m1, m2, se = window_means(llc_trace)
+    if not np.isfinite(m1 + m2):
+        return False, m1, m2
+    tolerance = max(rule.rel * abs(m2), rule.z * (se if np.isfinite(se) else 0.0))
+    return abs(m2 - m1) <= tolerance, m1, m2
+
+
+def burn_in(
+    run_chunk: Callable[[ChainState | None, int], SamplingResult],
+    to_llc: Callable[[np.ndarray], np.ndarray],
+    rule: AutoBurnin,
+    *,
+    progress: bool = False,
+) -> BurninResult:
+    """Run chunks until the LLC trace has levelled off (or ``rule.max_steps``).
+
+    ``run_chunk(state, steps)`` runs ``steps`` more steps from ``state`` (None:
+    the start at w*) and returns a :class:`SamplingResult` with its
+    ``final_state``; ``to_llc`` maps losses to LLC units, nβ·(L - L(w*)).
+    ``rule`` must be :meth:`AutoBurnin.resolved`.
+    """
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=rule.max_steps, desc="burn-in (until λ̂ levels off)", unit="step", leave=False)
+    parts, state, steps = [], None, 0
+    compile_s = sample_s = 0.0
+    levelled, m1, m2 = False, float("nan"), float("nan")
+    try:
+        while steps < rule.max_steps:
+            k = min(rule.chunk, rule.max_steps - steps)
+            run = run_chunk(state, k)
+            compile_s += run.compile_seconds
+            sample_s += run.sample_seconds
+            parts.append(run.loss_trace)
+            state, steps = run.final_state, steps + k
+            if bar is not None:
+                bar.update(k)
+            if steps >= rule.min_steps:
+                levelled, m1, m2 = has_levelled(to_llc(np.concatenate(parts, axis=1)), rule)
+                if bar is not None and np.isfinite(m2):
+                    bar.set_postfix_str(f"λ̂ windows {m1:.4g} → {m2:.4g}")
+                if levelled or not np.any(np.asarray(state.divergent_step) < 0):
+                    break  # levelled, or every chain has diverged (the estimate reports it)
+    finally:
+        if bar is not None:
+            bar.close()
+    return BurninResult(steps, levelled, (m1, m2), state, np.concatenate(parts, axis=1), compile_s, sample_s)
+
+
+def merge_runs(burn: BurninResult, draws: SamplingResult) -> SamplingResult:
+    """One :class:`SamplingResult` covering burn-in and draws, as if run in one call."""
+    return SamplingResult(
+        loss_trace=np.concatenate([burn.loss_trace, draws.loss_trace], axis=1),
+        acceptance=draws.acceptance,
+        acceptance_steps=draws.acceptance_steps,
+        divergent_step=draws.divergent_step,
+        compile_seconds=burn.compile_seconds + draws.compile_seconds,
+        sample_seconds=burn.sample_seconds + draws.sample_seconds,
+        extras={**draws.extras, "burnin": burn.to_dict()},
+        final_state=draws.final_state,
+    )
+
+
+def not_levelled_message(burn: BurninResult) -> str:
+    """The warning for a burn-in that hit its cap still rising."""
+    m1, m2 = burn.window_means
+    return (
+        f"num_burnin='auto' stopped at its cap of {burn.steps} steps before λ̂ levelled off (mean over the last two "
+        f"quarter-windows {m1:.4g} → {m2:.4g}); the estimate is likely low: raise AutoBurnin(max_steps=...) or the "
+        "step size (slt.calibrate)"
+    )
+
+
+__all__ = ["AutoBurnin", "BurninResult", "burn_in", "has_levelled", "merge_runs", "not_levelled_message", "window_means"]
