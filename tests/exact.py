@@ -28,3 +28,10 @@ def quadratic(t: float, c: np.ndarray, gamma: float = 1.0, sgld_step: float | No
     a = 2 * t * np.asarray(c) + gamma
     var = 1 / a if sgld_step is None else 1 / (a * (1 - sgld_step * a / 4))
     return float(t * np.sum(np.asarray(c) * var))
+
+
+def quartic(t: float, gamma: float = 1.0) -> float:
+    """t·E[w⁴] for U = t·w⁴ + γ/2·w² (one coordinate), by quadrature; λ = 1/4 as t → ∞."""
+    weight = lambda w: np.exp(-t * w**4 - gamma * w * w / 2)
+    num = integrate.quad(lambda w: w**4 * weight(w), -np.inf, np.inf, epsabs=1e-14)[0]
+    return t * num / integrate.quad(weight, -np.inf, np.inf, epsabs=1e-14)[0]
