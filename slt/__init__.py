@@ -7,6 +7,7 @@ Public API (stable names):
     free_energy, FreeEnergyResult     WBIC and thermodynamic integration
     fit_learning_coefficient          (λ, m) from a temperature sweep (experimental)
     calibrate, Calibration            step-size calibration (step_size="auto")
+    AutoBurnin                        burn-in until λ̂ levels off (num_burnin="auto")
     from_nnx, from_linen              Flax adapters to (loss_fn, params)
     theory                            closed-form learning coefficients
     models                            model organisms (DLN, TMS, modular arithmetic)
@@ -16,6 +17,7 @@ import importlib
 
 from slt import theory
 from slt.adapters import from_linen, from_nnx
+from slt.burnin import AutoBurnin
 from slt.diagnostics import SLTWarning
 from slt.fit import LearningCoefficientFit, fit_learning_coefficient
 # Eager: the function shares its name with its module, and a lazy export would be
@@ -56,6 +58,7 @@ def __dir__():
 
 
 __all__ = [
+    "AutoBurnin",
     "FreeEnergyResult",
     "FreeEnergyTrajectory",
     "LearningCoefficientFit",
