@@ -23,7 +23,7 @@ that follow start where the trace already sits at its level.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -67,10 +67,13 @@ class BurninResult:
     loss_trace: np.ndarray  # [chains, steps] minibatch losses during burn-in
     compile_seconds: float
     sample_seconds: float
+    step_size: float  # the step the draws use (halved from the calibration's when adapted)
+    step_changes: list = field(default_factory=list)  # [{"step", "acceptance", "from", "to"}]
 
     def to_dict(self) -> dict:
         """JSON-friendly summary (no traces)."""
-        return {"steps": self.steps, "levelled": self.levelled, "window_means": list(self.window_means)}
+        return {"steps": self.steps, "levelled": self.levelled, "window_means": list(self.window_means),
+                "step_size": self.step_size, "step_changes": self.step_changes}
 
 
 def window_means(llc_trace: np.ndarray) -> tuple[float, float, float]:
@@ -107,47 +110,67 @@ def has_levelled(llc_trace: np.ndarray, rule: AutoBurnin) -> tuple[bool, float, 
 
 
 def burn_in(
-    run_chunk: Callable[[ChainState | None, int], SamplingResult],
+    run_chunk: Callable[[ChainState | None, int, float], SamplingResult],
     to_llc: Callable[[np.ndarray], np.ndarray],
     rule: AutoBurnin,
     *,
+    step_size: float,
+    adapt_step: bool = False,
+    target_acceptance: float = diag.ACCEPTANCE_TARGET,
     progress: bool = False,
 ) -> BurninResult:
     """Run chunks until the LLC trace has levelled off (or ``rule.max_steps``).
 
-    ``run_chunk(state, steps)`` runs ``steps`` more steps from ``state`` (None:
-    the start at w*) and returns a :class:`SamplingResult` with its
-    ``final_state``; ``to_llc`` maps losses to LLC units, nβ·(L - L(w*)).
-    ``rule`` must be :meth:`AutoBurnin.resolved`.
+    ``run_chunk(state, steps, step_size)`` runs ``steps`` more steps from
+    ``state`` (None: the start at w*) and returns a :class:`SamplingResult`
+    with its ``final_state``; ``to_llc`` maps losses to LLC units,
+    nβ·(L - L(w*)). ``rule`` must be :meth:`AutoBurnin.resolved`.
+
+    ``adapt_step`` (for a step the calibration chose, not one the user gave):
+    the chunks also measure the MALA acceptance of the proposals where the
+    chains are now, not at w* where the calibration's short runs measured it.
+    While it is below ``target_acceptance`` - 0.05 the step is halved and the
+    levelling windows start again from there.
     """
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=rule.max_steps, desc="burn-in (until λ̂ levels off)", unit="step", leave=False)
-    parts, state, steps = [], None, 0
+    parts, window, state, steps, since_change = [], [], None, 0, 0
+    changes: list[dict] = []
     compile_s = sample_s = 0.0
     levelled, m1, m2 = False, float("nan"), float("nan")
     try:
         while steps < rule.max_steps:
             k = min(rule.chunk, rule.max_steps - steps)
-            run = run_chunk(state, k)
+            run = run_chunk(state, k, step_size)
             compile_s += run.compile_seconds
             sample_s += run.sample_seconds
             parts.append(run.loss_trace)
-            state, steps = run.final_state, steps + k
+            window.append(run.loss_trace)
+            state, steps, since_change = run.final_state, steps + k, since_change + k
             if bar is not None:
                 bar.update(k)
-            if steps >= rule.min_steps:
-                levelled, m1, m2 = has_levelled(to_llc(np.concatenate(parts, axis=1)), rule)
+            if not np.any(np.asarray(state.divergent_step) < 0):
+                break  # every chain has diverged (the estimate reports it)
+            acceptance = float(np.nanmean(run.acceptance)) if adapt_step and np.isfinite(run.acceptance).any() else None
+            if acceptance is not None and acceptance < target_acceptance - 0.05:
+                changes.append({"step": steps, "acceptance": acceptance, "from": step_size, "to": step_size / 2})
+                step_size, window, since_change = step_size / 2, [], 0
+                levelled = False
+                continue
+            if since_change >= rule.min_steps:
+                levelled, m1, m2 = has_levelled(to_llc(np.concatenate(window, axis=1)), rule)
                 if bar is not None and np.isfinite(m2):
                     bar.set_postfix_str(f"λ̂ windows {m1:.4g} → {m2:.4g}")
-                if levelled or not np.any(np.asarray(state.divergent_step) < 0):
-                    break  # levelled, or every chain has diverged (the estimate reports it)
+                if levelled:
+                    break
     finally:
         if bar is not None:
             bar.close()
-    return BurninResult(steps, levelled, (m1, m2), state, np.concatenate(parts, axis=1), compile_s, sample_s)
+    return BurninResult(steps, levelled, (m1, m2), state, np.concatenate(parts, axis=1), compile_s, sample_s,
+                        step_size, changes)
 
 
 def merge_runs(burn: BurninResult, draws: SamplingResult) -> SamplingResult:

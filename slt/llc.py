@@ -319,16 +319,20 @@ def estimate_llc(
     draw_config = run_config(config, acceptance_checks=acceptance_checks, progress=progress)
     auto_burnin = auto_burnin.resolved(draw_config.num_steps)
 
-    def run_chunk(state, steps):
-        chunk_config = replace(draw_config, num_steps=steps, acceptance_every=0, progress_every=0)
-        return run_chains(loss_fn, params, data, hyper, config=chunk_config, seed=config.seed, devices=devices,
-                          init_state=state, return_state=True)
+    adapt = calibration is not None and bool(get_sampler(sampler).LANGEVIN_PROPOSAL)
+
+    def run_chunk(state, steps, step):
+        chunk_config = replace(draw_config, num_steps=steps, progress_every=0,
+                               acceptance_every=max(1, steps // 20) if adapt else 0)
+        return run_chains(loss_fn, params, data, Hyperparameters(step, config.nbeta, config.localization),
+                          config=chunk_config, seed=config.seed, devices=devices, init_state=state, return_state=True)
 
     show = sys.stderr.isatty() if progress is None else progress
-    burn = burn_in(run_chunk, lambda losses: config.nbeta * (losses - init_loss), auto_burnin, progress=show)
-    draws = run_chains(loss_fn, params, data, hyper, config=draw_config, seed=config.seed, devices=devices,
-                       init_state=burn.state)
-    config = replace(config, num_burnin=burn.steps)
+    burn = burn_in(run_chunk, lambda losses: config.nbeta * (losses - init_loss), auto_burnin,
+                   step_size=config.step_size, adapt_step=adapt, progress=show)
+    config = replace(config, num_burnin=burn.steps, step_size=burn.step_size)
+    draws = run_chains(loss_fn, params, data, Hyperparameters(config.step_size, config.nbeta, config.localization),
+                       config=draw_config, seed=config.seed, devices=devices, init_state=burn.state)
     llc = llc_from_run(merge_runs(burn, draws), init_loss, config)
     llc.diagnostics["burnin"] = burn.to_dict()
     if not burn.levelled:

@@ -76,3 +76,28 @@ def test_cap_reached_is_reported():
 def test_bad_num_burnin_is_refused_before_sampling():
     with pytest.raises(slt.SLTInputError, match="num_burnin"):
         estimate("sometimes")
+
+
+def test_burnin_halves_a_calibrated_step_whose_acceptance_drops_after_w_star():
+    """The calibration measures acceptance near w*; where the chains settle it can be lower (stubbed here)."""
+    from slt.burnin import burn_in
+    from slt.sampling import ChainState, SamplingResult
+
+    calls = []
+
+    def run_chunk(state, steps, step):
+        calls.append(step)
+        acceptance = np.full((2, 5), 0.95 if step <= 0.25 else 0.4)  # healthy only from ε ≤ 0.25
+        final = ChainState(None, np.full(2, -1), (state.step if state else 0) + steps, None, "threefry2x32")
+        flat = np.ones((2, steps)) + 0.001 * np.random.default_rng(len(calls)).normal(size=(2, steps))
+        return SamplingResult(flat, acceptance, np.arange(5), np.full(2, -1), 0.0, 0.0, final_state=final)
+
+    rule = AutoBurnin(chunk=100, min_steps=400, max_steps=5000).resolved(100)
+    burn = burn_in(run_chunk, lambda losses: losses, rule, step_size=1.0, adapt_step=True)
+    assert burn.step_size == 0.25 and calls[:3] == [1.0, 0.5, 0.25]
+    assert [c["to"] for c in burn.step_changes] == [0.5, 0.25]
+    # the levelling windows start again after the last change: 4 more chunks at the final step
+    assert burn.levelled and burn.steps == 2 * 100 + 400
+    # a step the user gave is never changed
+    fixed = burn_in(run_chunk, lambda losses: losses, rule, step_size=1.0, adapt_step=False)
+    assert fixed.step_size == 1.0 and not fixed.step_changes
