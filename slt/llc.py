@@ -109,7 +109,8 @@ class LLCResult:
         lines = [
             f"LLC  λ̂ = {self.llc_mean:.4g} ± {d.get('mcse', float('nan')):.2g} (MCSE), sd across chains {self.llc_std:.3g}",
             f"     {c.sampler}: ε={c.step_size:g}, nβ={self.nbeta:.4g}, γ={c.localization:g}, batch {c.batch_size}/{c.num_examples}, "
-            f"{c.num_chains} chains × {c.num_draws} draws (+{c.num_burnin} burn-in)",
+            f"{c.num_chains} chains × {c.num_draws} draws (+{c.num_burnin} burn-in"
+            + (", automatic)" if "burnin" in d else ")"),
             "     per chain: " + ", ".join("failed" if not np.isfinite(v) else f"{v:.3g}" for v in self.llc_per_chain),
             f"     ESS {d.get('ess', float('nan')):.0f}, R-hat {d.get('rhat', float('nan')):.3f}"
             + (
