@@ -311,36 +311,43 @@ def estimate_llc(
     )
     if init_loss is None:
         init_loss = full_data_loss(loss_fn, params, data)
-    hyper = Hyperparameters(config.step_size, config.nbeta, config.localization)
-    if auto_burnin is None:
-        result = run_chains(loss_fn, params, data, hyper, seed=config.seed, devices=devices,
-                            config=run_config(config, acceptance_checks=acceptance_checks, progress=progress))
-        return _with_calibration(llc_from_run(result, init_loss, config), calibration)
-
     draw_config = run_config(config, acceptance_checks=acceptance_checks, progress=progress)
-    auto_burnin = auto_burnin.resolved(draw_config.num_steps)
-
+    if auto_burnin is None:
+        result = run_chains(loss_fn, params, data, Hyperparameters(config.step_size, config.nbeta, config.localization),
+                            config=draw_config, seed=config.seed, devices=devices)
+        return _with_calibration(llc_from_run(result, init_loss, config), calibration)
     adapt = calibration is not None and bool(get_sampler(sampler).LANGEVIN_PROPOSAL)
-
-    def run_chunk(state, steps, step):
-        chunk_config = replace(draw_config, num_steps=steps, progress_every=0,
-                               acceptance_every=max(1, steps // 20) if adapt else 0)
-        return run_chains(loss_fn, params, data, Hyperparameters(step, config.nbeta, config.localization),
-                          config=chunk_config, seed=config.seed, devices=devices, init_state=state, return_state=True)
-
-    show = sys.stderr.isatty() if progress is None else progress
-    burn = burn_in(run_chunk, lambda losses: config.nbeta * (losses - init_loss), auto_burnin,
-                   step_size=config.step_size, adapt_step=adapt, progress=show)
-    config = replace(config, num_burnin=burn.steps, step_size=burn.step_size)
-    draws = run_chains(loss_fn, params, data, Hyperparameters(config.step_size, config.nbeta, config.localization),
-                       config=draw_config, seed=config.seed, devices=devices, init_state=burn.state)
-    llc = llc_from_run(merge_runs(burn, draws), init_loss, config)
+    run, burn, config = _sample_with_auto_burnin(loss_fn, params, data, config, draw_config, auto_burnin, init_loss,
+                                                 adapt_step=adapt, progress=progress, devices=devices)
+    llc = llc_from_run(run, init_loss, config)
     llc.diagnostics["burnin"] = burn.to_dict()
-    if not burn.levelled:
+    if not burn.levelled and llc.diagnostics["healthy_chains"] > 0:
         message = not_levelled_message(burn)
         llc.diagnostics["warnings"].append(message)
         diag.emit([message])
     return _with_calibration(llc, calibration)
+
+
+def _sample_with_auto_burnin(loss_fn, params, data, config: LLCConfig, draw_config: RunConfig, rule: AutoBurnin,
+                             init_loss: float, *, adapt_step: bool, progress, devices):
+    """Burn in chunk by chunk until λ̂ levels off (:func:`slt.burnin.burn_in`), then draw from where it stopped.
+
+    Returns (the burn-in and draws as one run, the burn-in record, the config with the burn-in and step used).
+    """
+
+    def run_chunk(state, steps, step):
+        chunk_config = replace(draw_config, num_steps=steps, progress_every=0,
+                               acceptance_every=max(1, steps // 20) if adapt_step else 0)
+        return run_chains(loss_fn, params, data, Hyperparameters(step, config.nbeta, config.localization),
+                          config=chunk_config, seed=config.seed, devices=devices, init_state=state, return_state=True)
+
+    show = sys.stderr.isatty() if progress is None else progress
+    burn = burn_in(run_chunk, lambda losses: config.nbeta * (losses - init_loss), rule.resolved(draw_config.num_steps),
+                   step_size=config.step_size, adapt_step=adapt_step, progress=show)
+    config = replace(config, num_burnin=burn.steps, step_size=burn.step_size)
+    draws = run_chains(loss_fn, params, data, Hyperparameters(config.step_size, config.nbeta, config.localization),
+                       config=draw_config, seed=config.seed, devices=devices, init_state=burn.state)
+    return merge_runs(burn, draws), burn, config
 
 
 def _with_calibration(llc: "LLCResult", calibration) -> "LLCResult":
