@@ -17,7 +17,6 @@ import time
 import warnings
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from scipy import integrate
@@ -121,7 +120,7 @@ def section_regression(quick: bool):
             y = sigma * rng.normal(size=n)  # the true function is 0
             data = {"x": x.astype(np.float32), "y": y.astype(np.float32)}
             if k1 == 0:  # y = x·w2 + noise: regular in w2, w1 only sees the prior
-                A, B, C = np.mean(y * y) / (2 * sigma**2), np.mean(x * y) / (2 * sigma**2), np.mean(x * x) / (2 * sigma**2)
+                B, C = np.mean(x * y) / (2 * sigma**2), np.mean(x * x) / (2 * sigma**2)
                 prec = 1 + 2 * t * C
                 mu = 2 * t * B / prec
                 exacts.append(t * (-2 * B * mu + C * (1 / prec + mu * mu)))

@@ -132,8 +132,6 @@ def run_pelt(steps, y, stds, **kw):
 
     from slt.transitions import _noise_profile
 
-    x = np.log(steps)
-    u = (x - x[0]) / (x[-1] - x[0])
     if stds is None:
         s2 = float(np.median(_noise_profile(y)))
     else:

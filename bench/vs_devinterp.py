@@ -38,6 +38,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np  # in both environments (slt's and the devinterp benchmark venv)
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 DEFAULT_BENCH_PYTHON = os.environ.get("SLT_BENCH_PYTHON", "/work/bench-venv/bin/python")
@@ -57,7 +59,6 @@ SETTINGS = {  # chains, draws (the 1M-parameter MLP: fewer, the peer needs minut
 
 def write_spec(name: str, directory: Path, num_chains: int, num_draws: int) -> Path:
     import jax
-    import numpy as np
 
     sys.path.insert(0, str(HERE))
     from speed import make_model
@@ -223,7 +224,6 @@ def best_threads(model, evaluate, batch, steps: int = 10) -> int:
 def run_devinterp(spec: dict, seed: int) -> dict:
     import warnings
 
-    import numpy as np
     import torch
 
     warnings.filterwarnings("ignore")
@@ -259,7 +259,6 @@ def run_devinterp_checkpoints(spec: dict, seed: int, count: int) -> dict:
     import copy
     import warnings
 
-    import numpy as np
     import torch
 
     warnings.filterwarnings("ignore")
@@ -306,7 +305,6 @@ def _version(name: str) -> str:
 
 
 def _load_jax_side(spec: dict):
-    import numpy as np
 
     sys.path.insert(0, str(HERE))
     from speed import make_model
@@ -318,7 +316,6 @@ def _load_jax_side(spec: dict):
 
 
 def run_slt(spec: dict, seed: int) -> dict:
-    import numpy as np
 
     import slt
 
@@ -346,7 +343,6 @@ def run_slt_checkpoints(spec: dict, seed: int, count: int) -> dict:
     (compiled once), and the same job as one program (checkpoints × chains with per-chain centers)."""
     import jax
     import jax.numpy as jnp
-    import numpy as np
 
     import slt
     from slt.posterior import Hyperparameters
@@ -410,7 +406,6 @@ def _worker(python: str, side: str, spec_path: Path, seed: int, checkpoints: int
 
 
 def _se(per_chain) -> float:
-    import numpy as np
 
     x = np.asarray(per_chain, float)
     return float(np.std(x, ddof=1) / math.sqrt(len(x))) if len(x) > 1 else float("nan")
@@ -450,8 +445,6 @@ def main(argv=None) -> int:
             res = run_slt_checkpoints(spec, args.seed, args.checkpoints) if args.checkpoints else run_slt(spec, args.seed)
         print(json.dumps(res))
         return 0
-
-    import numpy as np
 
     tmp = Path(tempfile.mkdtemp(prefix="slt-vs-devinterp-"))
     rows = []
@@ -495,7 +488,6 @@ def main(argv=None) -> int:
 
 
 def summarize(name: str, spec: dict, runs: dict) -> dict:
-    import numpy as np
 
     chain_steps = spec["num_chains"] * spec["num_draws"]
     med = lambda side, key: float(np.median([r[key] for r in runs[side]]))  # noqa: E731
@@ -539,7 +531,6 @@ def environment(bench_python: str) -> dict:
 
 
 def render(rows: list[dict], job: dict | None, env: dict) -> str:
-    import numpy as np
 
     threads = ", ".join(f"{r['model']} {r.get('devinterp_threads', '?')}" for r in rows)
     load = env.get("load_note") or f"load {env['load']:.1f}"

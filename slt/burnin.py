@@ -29,6 +29,7 @@ from typing import Callable
 import numpy as np
 
 from slt import diagnostics as diag
+from slt import validation as check
 from slt.sampling import ChainState, SamplingResult
 
 
@@ -47,6 +48,13 @@ class AutoBurnin:
     max_steps: int | None = None
     rel: float = 0.01
     z: float = 1.0
+
+    def __post_init__(self):
+        for name in ("chunk", "min_steps", "max_steps"):
+            if getattr(self, name) is not None:
+                check.positive_int(f"AutoBurnin.{name}", getattr(self, name))
+        check.positive_number("AutoBurnin.rel", self.rel, allow_zero=True)
+        check.positive_number("AutoBurnin.z", self.z, allow_zero=True)
 
     def resolved(self, draw_steps: int) -> "AutoBurnin":
         """Fill the defaults that depend on the number of draw steps."""

@@ -67,11 +67,10 @@ import numpy as np
 
 from slt import diagnostics as diag
 from slt import validation as check
-from slt.llc import default_nbeta, validate_llc_inputs
+from slt.llc import validate_llc_inputs
 from slt.store import jsonable
 from slt.losses import full_data_loss
 from slt.posterior import Hyperparameters
-from slt.samplers.base import get_sampler
 from slt.sampling import RunConfig, run_chains
 
 PyTree = Any

@@ -8,7 +8,6 @@ taken over SGLD-family draws. L(w*) is the full-data loss at w*.
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from dataclasses import asdict, dataclass, field, replace

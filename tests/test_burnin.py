@@ -101,3 +101,9 @@ def test_burnin_halves_a_calibrated_step_whose_acceptance_drops_after_w_star():
     # a step the user gave is never changed
     fixed = burn_in(run_chunk, lambda losses: losses, rule, step_size=1.0, adapt_step=False)
     assert fixed.step_size == 1.0 and not fixed.step_changes
+
+
+@pytest.mark.parametrize("bad", [dict(chunk=0), dict(max_steps=-5), dict(rel=-0.1), dict(z=float("nan"))])
+def test_bad_auto_burnin_settings_are_refused(bad):
+    with pytest.raises(slt.SLTInputError, match="AutoBurnin"):
+        AutoBurnin(**bad)

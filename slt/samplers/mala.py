@@ -10,7 +10,6 @@ log-density: L(w) = (U(w) - prior energy) / nβ.
 from __future__ import annotations
 
 import blackjax
-import jax.numpy as jnp
 
 from slt.samplers.base import StepInfo
 
