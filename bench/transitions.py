@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 import time
 from collections import defaultdict
@@ -32,9 +31,10 @@ import numpy as np  # noqa: E402
 
 from slt.transitions import detect_transitions  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import write_section  # noqa: E402
+
 TOL = 0.05  # location tolerance, fraction of the log-step range
-DOC = Path(__file__).resolve().parents[1] / "docs" / "transitions.md"
-START, END = "<!-- bench:transitions:start -->", "<!-- bench:transitions:end -->"
 
 
 # --------------------------------------------------------------------------- #
@@ -139,13 +139,11 @@ def run_pelt(steps, y, stds, **kw):
     pen = kw.get("pen", 3.0) * s2 * np.log(len(y))
     bkps = rpt.Pelt(model="l2", min_size=3, jump=1).fit(y.reshape(-1, 1)).predict(pen=pen)
     out = []
-    prev = 0
     cps = [0] + bkps
     for i in range(1, len(cps) - 1):
         a, b, c = cps[i - 1], cps[i], cps[i + 1]
         d = y[b:c].mean() - y[a:b].mean()
         out.append((float(np.sqrt(steps[b - 1] * steps[b])), int(np.sign(d))))
-    del prev
     return out
 
 
@@ -362,13 +360,7 @@ def main(argv=None):
     )
     print(text)
     if not args.no_write and args.method == "gp" and not kw:
-        doc = DOC.read_text() if DOC.exists() else f"# Transitions\n\n{START}\n{END}\n"
-        if START not in doc:
-            doc += f"\n{START}\n{END}\n"
-        doc = re.sub(re.escape(START) + ".*?" + re.escape(END),
-                     lambda _m: f"{START}\n{text}\n{END}", doc, flags=re.S)
-        DOC.write_text(doc)
-        print(f"\nwrote table into {DOC}", file=sys.stderr)
+        print(f"\nwrote table into {write_section('transitions.md', 'transitions', text)}", file=sys.stderr)
 
 
 if __name__ == "__main__":
