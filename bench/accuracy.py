@@ -165,6 +165,12 @@ DLN_SHAPES = [  # widths input → output, rank
 ]
 
 
+def dln_chains_and_draws(d: int, quick: bool) -> tuple[int, int]:
+    """Chains × draws for a DLN of d parameters: 4 × 10k, or 2 × 5k from 2e4 parameters (3k draws with quick)."""
+    chains, draws = (4, 10_000) if d < 20_000 else (2, 5_000)
+    return chains, (3_000 if quick else draws)
+
+
 def section_dln(quick: bool, *, auto_burnin: bool = False):
     """DLNs at the published ε = 5e-7; burn-in fixed (= draws) or, with ``auto_burnin``, until λ̂ levels off."""
     from slt.models.dln import make_dln_task
@@ -176,14 +182,10 @@ def section_dln(quick: bool, *, auto_burnin: bool = False):
         task = make_dln_task(widths, rank, n, seed=0)
         lam = task.meta["lam"]
         d = task.meta["num_params"]
-        steps = 3000 if quick else (10_000 if d < 20_000 else 5000)
-        chains = 4 if d < 20_000 else 2
+        chains, steps = dln_chains_and_draws(d, quick)
         start = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", slt.SLTWarning)  # the table reports what the warnings would say
-            r = slt.estimate_llc(task.loss_fn, task.params, task.data, step_size=5e-7, batch_size=500,
-                                 num_chains=chains, num_draws=steps, num_burnin="auto" if auto_burnin else steps,
-                                 seed=0)
+        r = slt.estimate_llc(task.loss_fn, task.params, task.data, step_size=5e-7, batch_size=500,
+                             num_chains=chains, num_draws=steps, num_burnin="auto" if auto_burnin else steps, seed=0)
         rel = (r.llc_mean - lam) / lam
         failed = len(r.diagnostics["divergent_chains"])
         errors.append(abs(rel) if np.isfinite(rel) else np.inf)

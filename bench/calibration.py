@@ -28,29 +28,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import slt  # noqa: E402
-from accuracy import DLN_SHAPES  # noqa: E402  (the same networks as the accuracy benchmark)
+from accuracy import DLN_SHAPES, dln_chains_and_draws, se_of  # noqa: E402  (the accuracy benchmark's networks)
 from common import machine_line, markdown_table, write_section  # noqa: E402
 
 N = 100_000
 BATCH = 500
-
-
-def chains_and_draws(d: int, quick: bool) -> tuple[int, int]:
-    """The accuracy benchmark's chains × draws: 4 × 10k, or 2 × 5k from 2e4 parameters (3k draws with --quick)."""
-    chains, draws = (4, 10_000) if d < 20_000 else (2, 5_000)
-    return chains, (3_000 if quick else draws)
-
-
-def dln_task(widths, rank, n, seed=0):
-    """(loss_fn, params, data, λ) of slt.models.dln: the accuracy benchmark's networks."""
-    from slt.models.dln import make_dln_task
-
-    task = make_dln_task(widths, rank, n, seed=seed)
-    return task.loss_fn, task.params, task.data, task.meta["lam"]
-
-
-def standard_error(result) -> float:
-    return max(result.diagnostics["mcse"], result.llc_std / math.sqrt(len(result.llc_per_chain)))
 
 
 def auto_vs_hand(loss_fn, params, data, hand: dict, **common) -> dict:
@@ -60,7 +42,7 @@ def auto_vs_hand(loss_fn, params, data, hand: dict, **common) -> dict:
     """
     auto = slt.estimate_llc(loss_fn, params, data, step_size="auto", **common)
     manual = slt.estimate_llc(loss_fn, params, data, **{**common, **hand})
-    se = math.hypot(standard_error(auto), standard_error(manual))
+    se = math.hypot(se_of(auto), se_of(manual))
     return {
         "auto_step": auto.config.step_size,
         "auto_llc": auto.llc_mean,
@@ -72,9 +54,11 @@ def auto_vs_hand(loss_fn, params, data, hand: dict, **common) -> dict:
 
 
 def run_dln(shape, rank, *, quick):
-    loss_fn, params, data, lam = dln_task(shape, rank, N)
-    d = sum(a * b for a, b in zip(shape[:-1], shape[1:]))
-    chains, draws = chains_and_draws(d, quick)
+    from slt.models.dln import make_dln_task
+
+    task = make_dln_task(shape, rank, N, seed=0)
+    loss_fn, params, data, lam, d = task.loss_fn, task.params, task.data, task.meta["lam"], task.meta["num_params"]
+    chains, draws = dln_chains_and_draws(d, quick)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", slt.SLTWarning)
         # step_size="auto" and nothing else: the burn-in defaults to "auto" (until λ̂ levels off)
@@ -100,7 +84,7 @@ def run_dln(shape, rank, *, quick):
         "row": [
             str(shape), rank, "full" if full_product else "deficient", d,
             lam, f"{cal['step_size']:.3g}", f"{chains}×({burnin}+{draws})", f"{result.diagnostics['acceptance_mean']:.2f}", result.llc_mean,
-            standard_error(result), f"{100 * rel:+.1f}%", f"{cal['cost']['chain_steps'] / est_steps:.0%}",
+            se_of(result), f"{100 * rel:+.1f}%", f"{cal['cost']['chain_steps'] / est_steps:.0%}",
             f"{cal['cost']['seconds']:.1f} ({cal['cost']['compile_seconds']:.1f})",
             f"{est_seconds:.1f} ({est_compile:.1f})", f"{warm:.1f}", "; ".join(flags) or "-",
         ],

@@ -19,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import slt  # noqa: E402
 import math  # noqa: E402
 
-from bench.calibration import auto_vs_hand, standard_error  # noqa: E402
+from bench.accuracy import se_of  # noqa: E402
+from bench.calibration import auto_vs_hand  # noqa: E402
 from bench.common import machine_line, markdown_table, write_section  # noqa: E402
 from slt.checkpoints import list_checkpoints, load_params  # noqa: E402
 from slt.demo import run_grokking_demo  # noqa: E402
@@ -45,7 +46,7 @@ def main():
         cal = r["auto"].diagnostics["calibration"]
         # the hand-tuned step with the same automatic burn-in: separates the step from the burn-in
         burned = slt.estimate_llc(task.loss_fn, params, task.train_data, step_size=3e-3, num_burnin="auto", **common)
-        z_burned = (r["auto_llc"] - burned.llc_mean) / math.hypot(standard_error(r["auto"]), standard_error(burned))
+        z_burned = (r["auto_llc"] - burned.llc_mean) / math.hypot(se_of(r["auto"]), se_of(burned))
         rows.append([step, f"{cal['step_size']:.2e} → {r['auto_step']:.2e}", r["auto"].config.num_burnin,
                      r["auto_llc"], r["hand_llc"], f"{r['z']:+.2f}", burned.llc_mean, f"{z_burned:+.2f}",
                      f"{r['auto'].diagnostics['acceptance_mean']:.2f}", f"{r['hand'].diagnostics['acceptance_mean']:.2f}",
