@@ -64,7 +64,7 @@ def write_spec(name: str, directory: Path, num_chains: int, num_draws: int) -> P
     from speed import make_model
 
     model = make_model(name, num_chains=num_chains, num_steps=num_draws)
-    flat, treedef = jax.tree.flatten_with_path(model.params)
+    flat, _ = jax.tree.flatten_with_path(model.params)
     arrays = {"param/" + jax.tree_util.keystr(path): np.asarray(x) for path, x in flat}
     arrays.update({f"data/{k}": np.asarray(v) for k, v in model.data.items()})
     np.savez(directory / f"{name}.npz", **arrays)
@@ -358,17 +358,9 @@ def run_slt_checkpoints(spec: dict, seed: int, count: int) -> dict:
                   acceptance_checks=0)
     out = {}
     t0 = time.perf_counter()
-    try:
-        traj_fn = slt.llc_trajectory
-    except AttributeError:
-        traj_fn = None
-    if traj_fn is not None:
-        traj = traj_fn(model.loss_fn, list(enumerate(checkpoints)), data, seed=seed, **kwargs)
-        out["method"] = "slt.llc_trajectory"
-        means = np.asarray(getattr(traj, "llc_mean", getattr(traj, "values", [np.nan])))
-    else:
-        means = [slt.estimate_llc(model.loss_fn, c, data, seed=seed + i, **kwargs).llc_mean for i, c in enumerate(checkpoints)]
-        out["method"] = "loop of slt.estimate_llc"
+    traj = slt.llc_trajectory(model.loss_fn, list(enumerate(checkpoints)), data, seed=seed, **kwargs)
+    out["method"] = "slt.llc_trajectory"
+    means = np.asarray(traj.llc_mean)
     out["wall_seconds"] = time.perf_counter() - t0
     out["llc_first"] = float(np.asarray(means).ravel()[0])
     out["llc_mean_over_checkpoints"] = float(np.nanmean(means))
