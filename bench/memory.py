@@ -98,9 +98,9 @@ def main(argv=None) -> int:
     print(text)
     if args.write:
         sys.path.insert(0, str(HERE))
-        from speed import write_section
+        from common import write_section
 
-        write_section("memory", text, Path(HERE.parent / "docs" / "performance.md"))
+        write_section("performance.md", "memory", text)
     return 0
 
 

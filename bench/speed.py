@@ -36,7 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "benchmarks.md"
+sys.path.insert(0, str(ROOT / "bench"))
+from common import write_section  # noqa: E402
 
 
 # ----------------------------------------------------------------------------
@@ -361,28 +362,6 @@ def environment() -> dict:
     }
 
 
-# ----------------------------------------------------------------------------
-# docs/benchmarks.md
-# ----------------------------------------------------------------------------
-
-MARKERS = ("speed", "vs_devinterp", "accuracy")
-
-
-def write_section(name: str, text: str, path: Path = DOC) -> None:
-    """Replace the text between ``<!-- bench:NAME:start -->`` and ``<!-- bench:NAME:end -->`` only."""
-    start, end = f"<!-- bench:{name}:start -->", f"<!-- bench:{name}:end -->"
-    if path.exists():
-        doc = path.read_text()
-    else:
-        doc = "# Benchmarks\n\n" + "".join(f"<!-- bench:{m}:start -->\n<!-- bench:{m}:end -->\n\n" for m in MARKERS)
-    if start not in doc or end not in doc:
-        doc = doc.rstrip("\n") + f"\n\n{start}\n{end}\n"
-    head, rest = doc.split(start, 1)
-    _, tail = rest.split(end, 1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(head + start + "\n" + text.strip("\n") + "\n" + end + tail)
-
-
 def table(rows: list[dict], before: list[dict] | None = None) -> str:
     lines = [
         "| model | params | batch | chains × steps | floor chain-steps/s | SGLD chain-steps/s | SGLD / floor | "
@@ -516,7 +495,7 @@ def _emit(rows, before, env, args) -> None:
             "medians of interleaved repeats in one process; compile time is reported separately and not "
             "included in the rates. No GPU was available for these measurements."
         )
-        write_section("speed", note + "\n\n" + text)
+        write_section("benchmarks.md", "speed", note + "\n\n" + text)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,8 @@ from pathlib import Path
 import numpy as np  # in both environments (slt's and the devinterp benchmark venv)
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from common import write_section  # noqa: E402
 ROOT = HERE.parent
 DEFAULT_BENCH_PYTHON = os.environ.get("SLT_BENCH_PYTHON", "/work/bench-venv/bin/python")
 MODELS = ("tms", "grokking_mlp", "dln_1e4", "mlp_1m")
@@ -423,10 +425,7 @@ def main(argv=None) -> int:
         text = render(saved["rows"], saved.get("job"), saved["env"])
         print(text)
         if args.write:
-            sys.path.insert(0, str(HERE))
-            from speed import write_section
-
-            write_section("vs_devinterp", text)
+            write_section("benchmarks.md", "vs_devinterp", text)
         return 0
 
     if args.worker:
@@ -472,10 +471,7 @@ def main(argv=None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps({"env": env, "rows": rows, "job": job}, indent=1))
     if args.write:
-        sys.path.insert(0, str(HERE))
-        from speed import write_section
-
-        write_section("vs_devinterp", text)
+        write_section("benchmarks.md", "vs_devinterp", text)
     return 0
 
 
