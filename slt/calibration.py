@@ -425,14 +425,18 @@ def _clear(rows, h, target, z, tolerance) -> bool:
             continue
         if r["halving_diff"] is None or not (np.isfinite(r["halving_diff"]) and np.isfinite(r["halving_se"])):
             return True
-        d, e, scale = abs(r["halving_diff"]), z * r["halving_se"], tolerance * abs(r["llc_half"])
-        if not (d > e and d > scale):
-            return e <= scale
+        if r["halving_ok"]:
+            return _resolved(r, z, tolerance)
         if h["slow"] or not h["bias"]:
             return h["slow"]
         if k == 1:
             return True  # biased at ε/2 as well: the decision moves down
     return True
+
+
+def _resolved(row, z, tolerance) -> bool:
+    """Whether the halving difference at ``row`` is measured finely enough: z·SE ≤ tolerance·|λ̂(ε/2)|."""
+    return z * row["halving_se"] <= tolerance * abs(row["llc_half"])
 
 
 def _halving_analysis(traces, rows, z, tolerance) -> dict:
@@ -737,22 +741,16 @@ def calibrate(
             table.extend(rows)
             pick, kept_unclear = None, False
 
-            def below(row_at_half):
-                """The chain at ε/2 (``row_at_half``) or ε/4 within tolerance, else None."""
-                if row_at_half["halving_ok"] is not False:
-                    return row_at_half
-                se2 = b["halving_se"]
-                if abs(h["d2"]) / 2 <= max(halving_tolerance * abs(q["llc"]), halving_z * se2 / 2):
-                    return q  # the bias model predicts λ̂(ε/4) - λ̂(ε/8) ≈ D2/2 ± SE(D2)/2
-                return None
-
             # the largest step passing acceptance (at ε the sweep's single chain may have been lucky) ...
             first = a if _passes(a, target_acceptance) else b if _passes(b, target_acceptance) else None
             if first is not None:
                 if first["halving_ok"] is not False or h["slow"]:
                     pick = first  # ... within tolerance, or its difference is slow mixing (D2 ≥ D1/2)
-                elif h["bias"]:  # ... biased: D2 ≈ D1/2; the largest smaller step within tolerance
-                    pick = below(b) if first is a else (q if below(b) is q else None)
+                elif h["bias"]:  # ... biased: D2 ≈ D1/2; the largest smaller step within tolerance:
+                    if b["halving_ok"] is not False:  # ε/2 (reached only when first is ε, whose difference failed)
+                        pick = b
+                    elif abs(h["d2"]) / 2 <= max(halving_tolerance * abs(q["llc"]), halving_z * b["halving_se"] / 2):
+                        pick = q  # ε/4: the bias model predicts λ̂(ε/4) - λ̂(ε/8) ≈ D2/2 ± SE(D2)/2
                 else:
                     pick, kept_unclear = first, True
             if pick is None and not last_round:
@@ -774,11 +772,11 @@ def calibrate(
                     f"{h['d2']:.3g}): λ̂ is still rising after the calibration's short runs (slow modes), which a "
                     "smaller step would only slow down; estimate with long runs and check that λ̂ levels off"
                 )
-            unresolved = (
+            too_coarse = (
                 pick is not q and pick["halving_ok"] is not False and np.isfinite(_num(pick["halving_se"]))
-                and halving_z * pick["halving_se"] > halving_tolerance * abs(pick["llc_half"])
+                and not _resolved(pick, halving_z, halving_tolerance)
             )
-            if not h["slow"] and (kept_unclear or unresolved):
+            if not h["slow"] and (kept_unclear or too_coarse):
                 bound = 2 * (abs(pick["halving_diff"]) + halving_z * pick["halving_se"]) / max(abs(pick["llc"]), 1e-12)
                 messages.append(
                     f"nβ={c[0]:.4g}, γ={c[1]:g}: λ̂(ε) - λ̂(ε/2) = {pick['halving_diff']:.3g} ± "
