@@ -518,10 +518,11 @@ def _analyse_signal(steps, values, sd, name, *, log_steps, threshold, dip_thresh
                     min_fraction, min_magnitude, grid_size, kernel):
     x = np.log(steps) if log_steps else steps.astype(float)
     x0, x1 = float(x[0]), float(x[-1])
-    u = (x - x0) / (x1 - x0)
-    grid = np.linspace(0.0, 1.0, max(64, grid_size - len(u)))  # + the checkpoints
+    to_u = lambda st: ((np.log(st) if log_steps else st) - x0) / (x1 - x0)  # noqa: E731  (step → [0, 1])
     to_step = (lambda q: float(np.exp(x0 + q * (x1 - x0)))) if log_steps else (
         lambda q: float(x0 + q * (x1 - x0)))
+    u = (x - x0) / (x1 - x0)
+    grid = np.linspace(0.0, 1.0, max(64, grid_size - len(u)))  # + the checkpoints
     if np.ptp(values) == 0.0:  # constant signal
         return [], [], None
     fit = _fit_gp(u, values, sd, grid, kernel)
@@ -529,8 +530,7 @@ def _analyse_signal(steps, values, sd, name, *, log_steps, threshold, dip_thresh
     bounds, moves, strength = seg.run()
     # locations are read off the smoothed curve, taken as linear across gaps
     # between checkpoints wider than the length scale (the GP rings there)
-    grid = fit.u
-    mu = np.interp(grid, grid[fit.support], fit.mu[fit.support])
+    grid, mu = fit.u, seg.mus
     val = lambda q: float(np.interp(q, grid, mu) * fit.scale + fit.offset)  # noqa: E731
     events = []
     for a, b, d, z, *_ in moves:
@@ -553,8 +553,7 @@ def _analyse_signal(steps, values, sd, name, *, log_steps, threshold, dip_thresh
         if ea is None or eb is None:
             continue
         pa, pb = moves[i][4], moves[i + 1][4]
-        tu = (lambda st: ((np.log(st) if log_steps else st) - x0) / (x1 - x0))  # noqa: E731
-        ua, ub = tu(ea.end), tu(eb.start)
+        ua, ub = to_u(ea.end), to_u(eb.start)
         if ea.direction != eb.direction:  # extremum of the smoothed curve
             direction = -ea.direction
             at = grid[pa + int(np.argmax(ea.direction * mu[pa: pb + 1]))]
@@ -572,17 +571,17 @@ def _analyse_signal(steps, values, sd, name, *, log_steps, threshold, dip_thresh
                 signals=(name,), value=val(at),
             )
         )
-    fgrid, floor = fit.u, max(min_fraction * float(np.ptp(mu)) * fit.scale, min_magnitude)
+    floor = max(min_fraction * float(np.ptp(mu)) * fit.scale, min_magnitude)
 
     def change(start, end):
         """Posterior change m(end) - m(start) of this signal and its sd (signal units),
         from the joint posterior of the two points (linear interpolation on the grid);
         (0, inf) when below the min_fraction / min_magnitude guard."""
-        w = np.zeros(len(fgrid))
+        w = np.zeros(len(grid))
         for st, sgn in ((start, -1.0), (end, 1.0)):
-            q = float(np.clip(((np.log(st) if log_steps else st) - x0) / (x1 - x0), 0.0, 1.0))
-            i = int(np.clip(np.searchsorted(fgrid, q) - 1, 0, len(fgrid) - 2))
-            t = (q - fgrid[i]) / (fgrid[i + 1] - fgrid[i])
+            q = float(np.clip(to_u(st), 0.0, 1.0))
+            i = int(np.clip(np.searchsorted(grid, q) - 1, 0, len(grid) - 2))
+            t = (q - grid[i]) / (grid[i + 1] - grid[i])
             w[i] += sgn * (1.0 - t)
             w[i + 1] += sgn * t
         d = float(w @ fit.mu) * fit.scale
