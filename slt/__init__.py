@@ -18,6 +18,7 @@ import importlib
 from slt import theory
 from slt.adapters import from_linen, from_nnx
 from slt.burnin import AutoBurnin
+from slt.cpu import use_cpu_cores
 from slt.diagnostics import SLTWarning
 from slt.fit import LearningCoefficientFit, fit_learning_coefficient
 # Eager: the function shares its name with its module, and a lazy export would be
@@ -75,5 +76,6 @@ __all__ = [
     "from_linen",
     "from_nnx",
     "theory",
+    "use_cpu_cores",
     *_LAZY,
 ]

@@ -41,7 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from slt.compilation_cache import enable_persistent_cache
 
+    from slt.cpu import use_cpu_cores_from_env
+
     enable_persistent_cache()  # SLT_COMPILATION_CACHE=dir or "off"; default ~/.cache/slt-jax/xla
+    try:
+        use_cpu_cores_from_env()  # SLT_CPU_DEVICES=auto|N|off; default one CPU device per core (chains sharded)
+    except ValueError as err:
+        print(f"slt: error: {err}", file=sys.stderr)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

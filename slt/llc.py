@@ -118,7 +118,8 @@ class LLCResult:
                 else ""
             ),
             f"     L(w*) = {self.init_loss:.6g}; compile {self.timing.get('compile_seconds', 0):.2f} s, "
-            f"sampling {self.timing.get('sample_seconds', 0):.2f} s",
+            f"sampling {self.timing.get('sample_seconds', 0):.2f} s"
+            + (f" on {self.timing['num_devices']} devices" if self.timing.get("num_devices", 1) > 1 else ""),
         ]
         lines += [f"  !  {w}" for w in d.get("warnings", [])]
         return "\n".join(lines)
@@ -216,7 +217,8 @@ def llc_from_run(run: SamplingResult, init_loss: float, config: LLCConfig) -> LL
         nbeta=nbeta,
         config=config,
         diagnostics=result_diag,
-        timing={"compile_seconds": run.compile_seconds, "sample_seconds": run.sample_seconds},
+        timing={"compile_seconds": run.compile_seconds, "sample_seconds": run.sample_seconds,
+                "num_devices": int(run.extras.get("num_devices", 1))},
     )
 
 

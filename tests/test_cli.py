@@ -138,6 +138,11 @@ def test_bad_arguments_one_line(capsys, tmp_path):
     one_line_error(capsys, ["detect", str(tmp_path / "notastore.jsonl")], "slt detect: error:")
 
 
+def test_bad_cpu_devices_setting_one_line(capsys, monkeypatch):
+    monkeypatch.setenv("SLT_CPU_DEVICES", "lots")
+    one_line_error(capsys, ["detect", "--help"], "slt: error: SLT_CPU_DEVICES")
+
+
 @pytest.mark.parametrize("command", ["demo", "llc", "detect"])
 def test_help_shows_defaults(command, capsys):
     with pytest.raises(SystemExit) as e:

@@ -89,6 +89,61 @@ def test_sharded_run_equals_single_device_run():
     assert out["odd_chains_error"] and out["odd_chains_auto"] is None
 
 
+def test_use_cpu_cores_gives_one_device_per_core_and_shards_by_default():
+    script = """
+        import json, numpy as np, jax.numpy as jnp, slt
+        out = {"set": slt.use_cpu_cores(2)}
+        import jax
+        out["devices"] = len(jax.devices())
+        data = {"x": np.linspace(-1, 1, 200, dtype=np.float32)[:, None]}
+        loss = lambda w, b: jnp.mean((b["x"] @ w) ** 2)
+        res = slt.estimate_llc(loss, jnp.ones(1), data, step_size=1e-3, num_chains=4, num_draws=20, progress=False)
+        out["num_devices"] = res.timing["num_devices"]
+        out["summary_says"] = "on 2 devices" in res.summary()
+        out["again_same"] = slt.use_cpu_cores(2)
+        try:
+            slt.use_cpu_cores(3)
+            out["late_error"] = ""
+        except RuntimeError as err:
+            out["late_error"] = str(err)
+        print(json.dumps(out))
+    """
+    out = _subprocess(script, {})
+    assert out["set"] == 2 and out["devices"] == 2 and out["again_same"] == 2
+    assert out["num_devices"] == 2 and out["summary_says"]  # 4 chains sharded 2 + 2 without being asked
+    assert "right after `import slt`" in out["late_error"] and "2 CPU device" in out["late_error"]
+
+
+def test_use_cpu_cores_keeps_a_forced_count_and_reads_the_cli_setting():
+    script = """
+        import json, os, slt
+        from slt.cpu import use_cpu_cores_from_env
+        out = {"forced": slt.use_cpu_cores(5)}
+        errors = []
+        for bad in (0, -1, 1.5, True):
+            try:
+                slt.use_cpu_cores(bad)
+            except ValueError:
+                errors.append(bad)
+        out["bad_refused"] = len(errors)
+        os.environ["SLT_CPU_DEVICES"] = "off"
+        out["off"] = use_cpu_cores_from_env()
+        os.environ["SLT_CPU_DEVICES"] = "many"
+        try:
+            use_cpu_cores_from_env()
+            out["env_error"] = ""
+        except ValueError as err:
+            out["env_error"] = str(err)
+        import jax
+        out["devices"] = len(jax.devices())
+        print(json.dumps(out))
+    """
+    out = _subprocess(script, {"XLA_FLAGS": "--xla_force_host_platform_device_count=3"})
+    assert out["forced"] == 3 and out["devices"] == 3  # XLA_FLAGS wins over the argument
+    assert out["bad_refused"] == 4
+    assert out["off"] is None and "SLT_CPU_DEVICES" in out["env_error"] and "'many'" in out["env_error"]
+
+
 def test_streaming_equals_in_memory():
     memory = _run()
     streamed = _run(stream_chunks=20)
