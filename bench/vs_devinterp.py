@@ -454,7 +454,7 @@ def main(argv=None) -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="slt-vs-devinterp-"))
     rows = []
-    for name in args.models.split(","):
+    for name in [m for m in args.models.split(",") if m]:  # --models "" runs only the checkpoint job
         chains, draws = SETTINGS[name]
         spec_path = write_spec(name, tmp, chains, draws)
         spec = json.loads(spec_path.read_text())

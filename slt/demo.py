@@ -191,7 +191,7 @@ def run_grokking_demo(
         "detect_seconds": detect_seconds,
         "total_seconds_this_run": time.perf_counter() - t_start,
     }
-    fig = plot_grokking(
+    plot_grokking(
         traj.steps, traj.llc_mean, traj.llc_std, traj.metrics, transitions=report["_transitions"],
         grokking_step=report["grokking_step"], memorization_step=report["memorization_step"],
         title=f"Grokking, modular addition p={settings.p} (seed {seed}, {mode})", path=os.path.join(out, "llc.png"),

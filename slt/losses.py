@@ -5,8 +5,6 @@ from __future__ import annotations
 import weakref
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 
 _jitted: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 

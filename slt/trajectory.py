@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from slt import sampling
+from slt import sharding as shard
 from slt import validation as check
 from slt.checkpoints import CheckpointError, list_checkpoints, load_params
 from slt.llc import LLCConfig, LLCResult, llc_from_run, run_config, validate_llc_inputs
@@ -192,8 +193,9 @@ def _balanced_groups(items: list, size: int) -> list[list]:
 
 
 def _sample_group(loss_fn, params_list, data, config: LLCConfig, *, group_size: int, acceptance_checks: int,
-                  progress: bool | None, desc: str) -> tuple[list[sampling.SamplingResult], float, float]:
-    """Run ``group_size`` × K chains (the group padded with its last checkpoint); per-checkpoint results."""
+                  progress: bool | None, desc: str, devices=None) -> tuple[list[sampling.SamplingResult], float, float]:
+    """Run ``group_size`` × K chains (the group padded with its last checkpoint), sharded over ``devices``
+    as :func:`slt.sampling.run_chains` does; per-checkpoint results."""
     k = config.num_chains
     real = len(params_list)
     padded = list(params_list) + [params_list[-1]] * (group_size - real)
@@ -207,8 +209,13 @@ def _sample_group(loss_fn, params_list, data, config: LLCConfig, *, group_size: 
     )
     # checkpoint g's K chains get the keys estimate_llc(seed=seed) would give them
     keys = jnp.asarray(np.tile(sampling.chain_keys(config.seed, k, sampling.prng_impl(rc)), (group_size, 1)))
-    args = (centers, None, jax.tree.map(jnp.asarray, data), hyper, keys)
-    compiled, compile_seconds = sampling.compiled_program(loss_fn, None, rc, args)
+    data = jax.tree.map(jnp.asarray, data)
+    mesh = shard.chain_mesh(devices, total)
+    if mesh is not None:  # chains split over the devices, data replicated (bitwise the same numbers)
+        centers, hyper, keys = shard.put((centers, hyper, keys), shard.per_chain(mesh))
+        data = shard.put(data, shard.replicated(mesh))
+    args = (centers, None, data, hyper, keys)
+    compiled, compile_seconds = sampling.compiled_program(loss_fn, None, rc, args, mesh=mesh)
     bar = None
     if rc.progress_every:
         from tqdm.auto import tqdm
@@ -236,6 +243,7 @@ def _sample_group(loss_fn, params_list, data, config: LLCConfig, *, group_size: 
         runs.append(sampling.SamplingResult(
             loss_trace=losses[sl], acceptance=accs[sl], acceptance_steps=acc_steps, divergent_step=divergent[sl],
             compile_seconds=compile_seconds / real, sample_seconds=sample_seconds / real,
+            extras={"num_devices": 1 if mesh is None else mesh.size},
         ))
     return runs, compile_seconds, sample_seconds
 
@@ -269,6 +277,7 @@ def llc_trajectory(
     meta: Mapping[str, Any] | None = None,
     restart: bool = False,
     progress: bool | None = None,
+    devices=None,
 ) -> "Trajectory":
     """Estimate the LLC at every checkpoint of a training run.
 
@@ -300,6 +309,9 @@ def llc_trajectory(
       restart: if the store at ``out`` was made with other settings, move it to
         ``out.1`` (``.2``, ...) and start afresh instead of refusing.
       progress: progress bars over checkpoints and within long chains (default: on a terminal).
+      devices: shard each group's chains over devices, as :func:`slt.estimate_llc`
+        (default: every device when there are several and they divide the
+        group's chains; on a CPU see :func:`slt.use_cpu_cores`).
 
     Returns:
       :class:`Trajectory` of every finished checkpoint in the store (this run's
@@ -395,7 +407,7 @@ def llc_trajectory(
             runs, _, _ = _sample_group(
                 loss_fn, [p for _, p in loaded], data, config, group_size=size, acceptance_checks=acceptance_checks,
                 progress=inner_bar,
-                desc=f"steps {loaded[0][0].step}..{loaded[-1][0].step}",
+                desc=f"steps {loaded[0][0].step}..{loaded[-1][0].step}", devices=devices,
             )
             for (it, params), run in zip(loaded, runs):
                 init_loss = full_data_loss(loss_fn, params, data)

@@ -6,9 +6,7 @@ errors, the larger of the ESS-based MCSE and the across-chain standard error.
 """
 
 import json
-import warnings
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

@@ -76,6 +76,14 @@ def test_sharded_run_equals_single_device_run():
         except ValueError:
             out["odd_chains_error"] = True
         out["odd_chains_auto"] = resolve_devices(None, 3)
+        import slt
+        ckpts = [(i, jax.tree.map(lambda x, i=i: x + 0.05 * i, params)) for i in range(3)]
+        kw = dict(step_size=1e-3, nbeta=50.0, num_chains=2, num_draws=40, batch_size=16, progress=False,
+                  checkpoints_per_group=2)
+        traj_one = slt.llc_trajectory(loss, ckpts, data, devices=1, **kw)
+        traj_auto = slt.llc_trajectory(loss, ckpts, data, **kw)
+        out["trajectory_equal"] = bool(np.array_equal(traj_one.llc_mean, traj_auto.llc_mean))
+        out["trajectory_devices"] = [traj_one.timing[0]["num_devices"], traj_auto.timing[0]["num_devices"]]
         print(json.dumps(out))
     """
     out = _subprocess(script, {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
@@ -87,6 +95,7 @@ def test_sharded_run_equals_single_device_run():
         assert r["streamed_diff"] < 1e-5
     assert out["per_chain_centers_equal"]
     assert out["odd_chains_error"] and out["odd_chains_auto"] is None
+    assert out["trajectory_equal"] and out["trajectory_devices"] == [1, 2]  # checkpoint groups sharded too, same numbers
 
 
 def test_use_cpu_cores_gives_one_device_per_core_and_shards_by_default():
