@@ -534,6 +534,11 @@ def environment(bench_python: str) -> dict:
     except Exception:  # noqa: BLE001
         out["torch"] = out["devinterp"] = "?"
     out["platform"] = platform.platform()
+    try:
+        mhz = [float(line.split(":")[1]) for line in open("/proc/cpuinfo") if line.startswith("cpu MHz")]
+        out["mhz"] = float(np.median(mhz))
+    except (OSError, ValueError):
+        pass
     return out
 
 
@@ -582,6 +587,14 @@ def render(rows: list[dict], job: dict | None, env: dict) -> str:
             f"{'yes' if r['agree'] else 'NO'} (z = {r['z']:.1f}) |"
         )
     verdict = _verdict([(r["model"], r["speedup_chain_steps"], TARGETS[r["model"]]) for r in rows if r["model"] in TARGETS])
+    dln = next((r for r in rows if r["model"] == "dln_1e4"), None)
+    if dln and env.get("mhz"):  # a dense DLN step costs 6·params·batch FLOP (forward 2, backward 4)
+        flop = 6 * dln["num_params"] * dln["batch_size"]
+        peak = env["cores"] * 32 * env["mhz"] * 1e6  # AVX2: 2 FMA units × 8 float32 lanes × 2 FLOP per cycle
+        verdict += (f". The DLN is arithmetic-bound: its step is {flop / 1e6:.0f} MFLOP per chain, slt runs at "
+                    f"{dln['slt_chain_steps_per_s'] * flop / 1e9:.0f} GFLOP/s, and 20× devinterp would need "
+                    f"{20 * dln['devinterp_chain_steps_per_s'] * flop / 1e9:.0f} GFLOP/s, against the {env['cores']} cores' "
+                    f"float32 peak of {peak / 1e9:.0f} GFLOP/s (32 FLOP per cycle at {env['mhz'] / 1e3:.2f} GHz)")
     lines += ["", "chain-steps/s: steady-state sampling (slt: its second estimate in the process, compiled program cached; "
               "devinterp: the whole estimate). Wall: one whole estimate in a fresh process, slt including tracing and "
               "compilation (the persistent compilation cache off). ± is the standard error across chains (pooled over "
