@@ -569,7 +569,7 @@ def render(rows: list[dict], job: dict | None, env: dict) -> str:
         "`python bench/vs_devinterp.py --write`: fresh processes, interleaved, medians of repeats.",
         "",
         f"slt runs as its command line does: one XLA CPU device per core (`slt.use_cpu_cores()`, here {devices}), "
-        "chains sharded across them (bitwise the same numbers as one device). The \"one device\" columns are slt "
+        "chains sharded across them (the same numbers as one device, up to float32 rounding). The \"one device\" columns are slt "
         "with `SLT_CPU_DEVICES=off`, the JAX default.",
         "",
         "| model | params | batch | chains × draws | devinterp chain-steps/s | slt chain-steps/s | speed-up | "

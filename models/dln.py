@@ -63,17 +63,37 @@ def _rng(seed_or_rng) -> np.random.Generator:
     return seed_or_rng if isinstance(seed_or_rng, np.random.Generator) else np.random.default_rng(seed_or_rng)
 
 
-def make_target_kernels(widths: Sequence[int], rank: int, rng=0) -> list[np.ndarray]:
-    """Kernels W_s = P_s Q_sᵀ, each of rank ``rank``, product of rank ``rank``.
+CONSTRUCTIONS = ("every_layer", "one_layer")
 
-    P_s ~ N(0, 1/h_in), Q_s ~ N(0, 1/r) entrywise (numpy ``rng``: a seed or a
-    ``np.random.Generator``), so each layer roughly keeps the scale of its
-    input. ``rank=0`` gives all-zero kernels. float32 arrays [h_in, h_out].
+
+def make_target_kernels(widths: Sequence[int], rank: int, rng=0, construction: str = "every_layer") -> list[np.ndarray]:
+    """Kernels of a true parameter whose product has rank ``rank``. float32 arrays [h_in, h_out].
+
+    ``construction="every_layer"`` (default, the most singular point):
+    W_s = P_s Q_sᵀ with P_s ~ N(0, 1/h_in), Q_s ~ N(0, 1/r) entrywise, so every
+    layer has rank r and roughly keeps the scale of its input; ``rank=0``
+    gives all-zero kernels.
+
+    ``construction="one_layer"`` (the published experiments' kind of point):
+    every layer N(0, 1/h_in) (flax's default ``lecun_normal`` scale), then one
+    layer, chosen at random, truncated to rank r by its SVD. This is Lau et
+    al.'s "rand_rank" true parameter with exactly one layer reduced; its local
+    learning coefficient is above Aoyagi's λ (see the module docstring).
+
+    ``rng``: a seed or a ``np.random.Generator``.
     """
     widths = [int(w) for w in widths]
     if not 0 <= rank <= min(widths):
         raise ValueError(f"rank must be in [0, min(widths)={min(widths)}], got {rank}")
+    if construction not in CONSTRUCTIONS:
+        raise ValueError(f"construction must be one of {CONSTRUCTIONS}, got {construction!r}")
     rng = _rng(rng)
+    if construction == "one_layer":
+        kernels = [rng.standard_normal((a, b)) / np.sqrt(a) for a, b in zip(widths[:-1], widths[1:])]
+        s = int(rng.integers(len(kernels)))
+        u, sv, vt = np.linalg.svd(kernels[s], full_matrices=False)
+        kernels[s] = (u[:, :rank] * sv[:rank]) @ vt[:rank]
+        return [k.astype(np.float32) for k in kernels]
     kernels = []
     for h_in, h_out in zip(widths[:-1], widths[1:]):
         if rank == 0:
@@ -116,10 +136,11 @@ def _graphdef(widths: tuple[int, ...]):
     return nnx.split(nnx.eval_shape(lambda: DLN(widths, rngs=nnx.Rngs(0))))[0]
 
 
-def make_dln_task(widths: Sequence[int], rank: int, n: int, seed: int = 0) -> Task:
+def make_dln_task(widths: Sequence[int], rank: int, n: int, seed: int = 0, construction: str = "every_layer") -> Task:
     """DLN task at the true parameter (loss 0).
 
-    ``widths`` input → output. ``task.params`` (pure dict
+    ``widths`` input → output; ``construction``: how the true parameter of
+    product rank ``rank`` is built (:func:`make_target_kernels`). ``task.params`` (pure dict
     ``{"layers": {i: {"kernel": W_i}}}``) is the true parameter;
     ``task.meta``: ``widths``, ``theory_widths`` (output → input), ``rank``,
     ``lam`` and ``multiplicity`` from :func:`slt.theory.dln` (None if
@@ -132,7 +153,7 @@ def make_dln_task(widths: Sequence[int], rank: int, n: int, seed: int = 0) -> Ta
         return dln_loss(nnx.merge(graphdef, params)(batch["x"]), batch["y"])
 
     rng = np.random.default_rng(seed)
-    kernels = make_target_kernels(widths, rank, rng)
+    kernels = make_target_kernels(widths, rank, rng, construction)
     params = {"layers": {i: {"kernel": jnp.asarray(k)} for i, k in enumerate(kernels)}}
     target = product(params)
     x = jnp.asarray(rng.uniform(-10.0, 10.0, (int(n), widths[0])).astype(np.float32))
@@ -156,6 +177,7 @@ def make_dln_task(widths: Sequence[int], rank: int, n: int, seed: int = 0) -> Ta
         "num_params": sum(a * b for a, b in zip(widths[:-1], widths[1:])),
         "n": int(n),
         "seed": seed,
+        "construction": construction,
         "target": target,
         "graphdef": graphdef,
     }

@@ -3,8 +3,8 @@
 On CPU, XLA runs a program on one device and parallelises only inside large
 operations; the small matrix products of an SGLD step leave the other cores
 mostly idle. With one host device per core, :func:`slt.sampling.run_chains`
-shards the chains across them (:mod:`slt.sharding`, bitwise the same numbers
-as one device), and every core runs its own chains. Measured on 2 cores
+shards the chains across them (:mod:`slt.sharding`; the same numbers as one
+device, up to float32 rounding in the matrix products), and every core runs its own chains. Measured on 2 cores
 (docs/performance.md): SGLD 1.7× (TMS) to 2.4× (a 1e4-parameter DLN) more
 chain-steps per second.
 

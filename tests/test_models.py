@@ -51,6 +51,19 @@ def test_dln_true_params(widths, rank):
     assert float(loss_and_grad(moved, task.data)[0]) > 1e-4
 
 
+def test_dln_one_layer_construction():
+    widths, rank = [6, 8, 7, 5], 2
+    task = make_dln_task(widths, rank, n=500, seed=3, construction="one_layer")
+    kernels = [np.asarray(task.params["layers"][i]["kernel"]) for i in range(len(widths) - 1)]
+    reduced = [i for i, k in enumerate(kernels) if _rank(k) < min(k.shape)]
+    assert len(reduced) == 1 and _rank(kernels[reduced[0]]) == rank  # one layer rank r, the others full rank
+    assert _rank(product(task.params)) == rank
+    assert float(task.loss_fn(task.params, task.data)) <= 1e-8 * float(jnp.mean(task.data["y"] ** 2) + 1)
+    assert task.meta["construction"] == "one_layer"
+    with pytest.raises(ValueError, match="construction"):
+        make_dln_task(widths, rank, n=10, construction="random")
+
+
 def test_dln_theory_lambda():
     from slt import theory
 
