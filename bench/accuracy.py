@@ -218,7 +218,8 @@ def section_dln(quick: bool, *, auto_burnin: bool = False, construction: str = "
         intro = ("### Deep linear networks (n = 1e5, batch 500, ε = 5e-7, MSE over examples and outputs)\n\n"
                  "The LLC trace climbs for about 10k steps at this step size before it levels off, so half of each "
                  "chain is burn-in. Finite-t multiplicity bias (REFERENCE §1) puts the exact target slightly below "
-                 "λ.\n\n")
+                 "λ. The true parameter has every factor of rank r, the most singular point with a rank-r product, "
+                 "where Aoyagi's λ is the local value (the published kind of point is in the third table).\n\n")
     return (intro + markdown_table(header, rows)
             + f"\n\nMedian |relative error| {100 * np.median(errors):.1f}% (target ≤ 5%).")
 
