@@ -225,23 +225,29 @@ def best_threads(model, evaluate, batch, steps: int = 10) -> int:
     return min(times, key=lambda th: sorted(times[th])[1])
 
 
-def run_devinterp(spec: dict, seed: int) -> dict:
+def _devinterp_setup(spec: dict, seed: int):
+    """The torch twin of the spec's model, its data tensors and loader, with the faster thread count set."""
     import warnings
 
     import torch
 
     warnings.filterwarnings("ignore")
     torch.set_num_threads(2)
-    from devinterp.optim.sgld import SGLD
-    from devinterp.slt.sampler import estimate_learning_coeff_with_summary
-
     arrays = dict(np.load(spec["npz"]))
     model, evaluate = torch_twin(spec, arrays)
     names = ["x", "y"] if "data/y" in arrays else ["x"]
     tensors = [torch.from_numpy(arrays[f"data/{k}"]) for k in names]
     loader = fast_loader(tensors, min(spec["batch_size"], spec["n"]), seed)
-    threads = best_threads(model, evaluate, next(iter(loader)))
-    torch.set_num_threads(threads)
+    torch.set_num_threads(best_threads(model, evaluate, next(iter(loader))))
+    return model, evaluate, tensors, loader
+
+
+def run_devinterp(spec: dict, seed: int) -> dict:
+    import torch
+    from devinterp.optim.sgld import SGLD
+    from devinterp.slt.sampler import estimate_learning_coeff_with_summary
+
+    model, evaluate, tensors, loader = _devinterp_setup(spec, seed)
     t0 = time.perf_counter()
     with torch.no_grad():
         init_loss = float(evaluate(model, tuple(tensors)))
@@ -261,20 +267,12 @@ def run_devinterp(spec: dict, seed: int) -> dict:
 def run_devinterp_checkpoints(spec: dict, seed: int, count: int) -> dict:
     """LLC at ``count`` checkpoints: one devinterp estimate per checkpoint (its only way)."""
     import copy
-    import warnings
 
     import torch
-
-    warnings.filterwarnings("ignore")
-    torch.set_num_threads(2)
     from devinterp.optim.sgld import SGLD
     from devinterp.slt.sampler import estimate_learning_coeff_with_summary
 
-    arrays = dict(np.load(spec["npz"]))
-    base, evaluate = torch_twin(spec, arrays)
-    tensors = [torch.from_numpy(arrays["data/x"]), torch.from_numpy(arrays["data/y"])]
-    loader = fast_loader(tensors, spec["batch_size"], seed)
-    torch.set_num_threads(best_threads(base, evaluate, next(iter(loader))))
+    base, evaluate, tensors, loader = _devinterp_setup(spec, seed)
     gen = torch.Generator().manual_seed(1234)
     t0 = time.perf_counter()
     llcs = []
@@ -411,6 +409,18 @@ def _worker(python: str, contender: str, spec_path: Path, seed: int, checkpoints
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _interleaved(args, spec_path: Path, repeats: int, *, label: str, checkpoints: int = 0) -> dict:
+    """Every contender once per repeat, in turn, each in a fresh process: {contender: [result, ...]}."""
+    runs = {c: [] for c in CONTENDERS}
+    for r in range(repeats):
+        for side in CONTENDERS:
+            python = args.bench_python if side == "devinterp" else sys.executable
+            runs[side].append(_worker(python, side, spec_path, seed=r, checkpoints=checkpoints))
+            print(f"{label} {side} repeat {r}: {json.dumps({k: v for k, v in runs[side][-1].items() if k != 'llc_per_chain'})}",
+                  flush=True)
+    return runs
+
+
 def _se(per_chain) -> float:
 
     x = np.asarray(per_chain, float)
@@ -458,13 +468,7 @@ def main(argv=None) -> int:
         chains, draws = SETTINGS[name]
         spec_path = write_spec(name, tmp, chains, draws)
         spec = json.loads(spec_path.read_text())
-        runs = {c: [] for c in CONTENDERS}
-        for r in range(args.repeats):  # interleaved, fresh processes
-            for side in CONTENDERS:
-                python = args.bench_python if side == "devinterp" else sys.executable
-                runs[side].append(_worker(python, side, spec_path, seed=r))
-                print(f"{name} {side} repeat {r}: {json.dumps({k: v for k, v in runs[side][-1].items() if k != 'llc_per_chain'})}",
-                      flush=True)
+        runs = _interleaved(args, spec_path, args.repeats, label=name)
         row = summarize(name, spec, runs)
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -474,12 +478,8 @@ def main(argv=None) -> int:
         spec_path = tmp / "grokking_mlp.json"
         if not spec_path.exists():
             spec_path = write_spec("grokking_mlp", tmp, chains, draws)
-        job = {"checkpoints": args.checkpoint_job, **{c: [] for c in CONTENDERS}}
-        for r in range(max(1, args.repeats // 2)):
-            for side in CONTENDERS:
-                python = args.bench_python if side == "devinterp" else sys.executable
-                job[side].append(_worker(python, side, spec_path, seed=r, checkpoints=args.checkpoint_job))
-                print(f"checkpoint job {side}: {json.dumps(job[side][-1])}", flush=True)
+        job = {"checkpoints": args.checkpoint_job, **_interleaved(args, spec_path, max(1, args.repeats // 2),
+                                                                  label="checkpoint job", checkpoints=args.checkpoint_job)}
     env = environment(args.bench_python)
     text = render(rows, job, env)
     print(text)
