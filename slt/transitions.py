@@ -29,7 +29,7 @@ regressors do not return; it is ~60 lines of numpy/scipy.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Mapping, Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
 from scipy import linalg, ndimage, optimize
@@ -418,9 +418,8 @@ class _Segmenter:
         ib = np.nonzero(right >= right.max() - sd[p: b + 1])[0].min() if ok[p: b + 1].any() else 0
         return a + int(ia), p + int(ib)
 
-    def move(self, a, b):
-        """Best reading of segment [a, b] as one move:
-        (a', b', delta, z, slope peak, 10 % index, 90 % index)."""
+    def move(self, a, b) -> "_Move":
+        """Best reading of segment [a, b] as one move (grid indices)."""
         m = self.gs
         best = None
         for sign in (1.0, -1.0):
@@ -433,7 +432,7 @@ class _Segmenter:
             if best is None or z > best[3]:
                 best = (i, j, d, z, p)
         i, j, d, z, p = best
-        return best + self.window(i, j)
+        return _Move(i, j, d, z, p, *self.window(i, j))
 
     def window(self, a, b):
         """Grid indices (10 %, 90 %) of the change of the smoothed curve over [a, b]
@@ -451,7 +450,7 @@ class _Segmenter:
     def run(self):
         """Bottom-up merging of the slope bumps.
 
-        Returns (bounds, moves [(a', b', delta, z, peak)], split strengths)."""
+        Returns (bounds, moves [_Move], split strengths)."""
         m = self.gs
         peaks = _local_max_abs(m)
         bounds = [0]
@@ -465,7 +464,7 @@ class _Segmenter:
             moves[i: i + 2] = [self.move(bounds[i], bounds[i + 1])]
 
         while len(moves) > 1:
-            zs = [mv[3] for mv in moves]
+            zs = [mv.z for mv in moves]
             i = int(np.argmin(zs))
             if zs[i] < self.thr:  # a weak piece joins its weaker neighbour
                 if i == 0 or (i < len(moves) - 1 and zs[i + 1] < zs[i - 1]):
@@ -486,12 +485,24 @@ class _Segmenter:
         out = []
         for i in range(len(moves) - 1):
             A, B = moves[i], moves[i + 1]
-            st = min(A[3], B[3])
-            if np.sign(A[2]) == np.sign(B[2]):
-                dip, ok = self.plateau(A[5:7], B[5:7], np.sign(A[2]), A[4], B[4], bounds[i + 1])
+            st = min(A.z, B.z)
+            if np.sign(A.delta) == np.sign(B.delta):
+                dip, ok = self.plateau((A.i10, A.i90), (B.i10, B.i90), np.sign(A.delta), A.peak, B.peak, bounds[i + 1])
                 st = min(st, dip * self.thr / self.dip_thr if ok else 0.0)
             out.append(st)
         return out
+
+
+class _Move(NamedTuple):
+    """One significant move of a smoothed signal, as grid indices."""
+
+    start: int  # where the move starts and ends (a', b')
+    end: int
+    delta: float  # change of the standardized curve over [start, end]
+    z: float  # its score
+    peak: int  # the slope peak it passes through
+    i10: int  # the 10 % and 90 % points of its change
+    i90: int
 
 
 def _progress_point(u, mu, a, b, frac, forward_from=None, backward_from=None):
@@ -533,7 +544,8 @@ def _analyse_signal(steps, values, sd, name, *, log_steps, threshold, dip_thresh
     grid, mu = fit.u, seg.mus
     val = lambda q: float(np.interp(q, grid, mu) * fit.scale + fit.offset)  # noqa: E731
     events = []
-    for a, b, d, z, *_ in moves:
+    for mv in moves:
+        a, b, d, z = mv.start, mv.end, mv.delta, mv.z
         if z < threshold or abs(d) * fit.scale < min_magnitude or d == 0:
             events.append(None)
             continue
@@ -552,7 +564,7 @@ def _analyse_signal(steps, values, sd, name, *, log_steps, threshold, dip_thresh
         ea, eb = events[i], events[i + 1]
         if ea is None or eb is None:
             continue
-        pa, pb = moves[i][4], moves[i + 1][4]
+        pa, pb = moves[i].peak, moves[i + 1].peak
         ua, ub = to_u(ea.end), to_u(eb.start)
         if ea.direction != eb.direction:  # extremum of the smoothed curve
             direction = -ea.direction
