@@ -11,8 +11,8 @@ chain-steps per second.
 JAX fixes its devices when it first runs anything, so this must be called
 right after ``import slt``, before any JAX computation. The ``slt`` command
 line does it by default (``SLT_CPU_DEVICES``). The data are replicated on
-every host device (one copy per core); the run falls back to one device when
-the number of chains is not a multiple of the number of devices.
+host device that runs chains; a run uses the most devices whose number
+divides its number of chains (:func:`slt.sharding.resolve_devices`).
 """
 
 from __future__ import annotations

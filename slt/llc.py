@@ -272,8 +272,8 @@ def estimate_llc(
         acceptance of the proposals (sgld/psgld); 0 = never.
       init_loss: L(w*) if already known; computed on the full data otherwise.
       progress: show a progress bar (default: on a terminal for long runs).
-      devices: shard the chains over devices: None (all devices when there are
-        several and they divide num_chains), "all", an int, or a list of devices
+      devices: shard the chains over devices: None (the most devices whose
+        number divides num_chains), "all", an int, or a list of devices
         (see :func:`slt.sharding.resolve_devices`).
 
     Returns:

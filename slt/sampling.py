@@ -400,8 +400,8 @@ def run_chains(
     checkpoints × K chains as one program).
 
     ``devices``: shard the chains over devices (see
-    :func:`slt.sharding.resolve_devices`; default: all devices when there are
-    several and they divide the chains). ``stream_chunks=K``: keep ``data``
+    :func:`slt.sharding.resolve_devices`; default: the most devices whose
+    number divides the chains). ``stream_chunks=K``: keep ``data``
     on the host (numpy arrays or memmaps) and stream [K, chains, batch]
     minibatch blocks to the device, K steps per compiled call; results equal
     the in-memory run's. ``init_state``: continue from a previous run's

@@ -30,17 +30,18 @@ Devices = None | str | int | Sequence[Any] | Mesh
 def resolve_devices(devices: Devices, num_chains: int) -> list | None:
     """The devices to shard ``num_chains`` chains over, or None for one device.
 
-    ``devices``: None (automatic: every device when there are several and they
-    divide ``num_chains``, else one device), "all" (every device; an error if
+    ``devices``: None (automatic: the most devices, up to all, whose number
+    divides ``num_chains``: 4 chains on 16 CPU cores use 4, 3 chains on 2 use
+    one), "all" (every device; an error if
     they do not divide ``num_chains``), an int k (the first k devices), a list
     of devices, or a :class:`Mesh` with a ``"chain"`` axis.
     """
     if isinstance(devices, Mesh):
         devs = list(devices.devices.flat)
     elif devices is None:
-        devs = jax.devices()
-        if len(devs) < 2 or num_chains % len(devs):
-            return None
+        available = jax.devices()
+        count = max(k for k in range(1, len(available) + 1) if num_chains % k == 0)
+        devs = available[:count]
     elif isinstance(devices, str):
         if devices != "all":
             raise ValueError(f'devices must be None, "all", an int, a list of devices or a Mesh; got {devices!r}')

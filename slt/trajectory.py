@@ -310,8 +310,8 @@ def llc_trajectory(
         ``out.1`` (``.2``, ...) and start afresh instead of refusing.
       progress: progress bars over checkpoints and within long chains (default: on a terminal).
       devices: shard each group's chains over devices, as :func:`slt.estimate_llc`
-        (default: every device when there are several and they divide the
-        group's chains; on a CPU see :func:`slt.use_cpu_cores`).
+        (default: the most devices whose number divides the group's chains;
+        on a CPU see :func:`slt.use_cpu_cores`).
 
     Returns:
       :class:`Trajectory` of every finished checkpoint in the store (this run's

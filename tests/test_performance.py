@@ -98,6 +98,17 @@ def test_sharded_run_equals_single_device_run():
     assert out["trajectory_equal"] and out["trajectory_devices"] == [1, 2]  # checkpoint groups sharded too, same numbers
 
 
+def test_automatic_devices_use_the_most_that_divide_the_chains():
+    script = """
+        import json
+        from slt.sharding import resolve_devices
+        count = lambda chains: len(resolve_devices(None, chains) or [0])
+        print(json.dumps({c: count(c) for c in (1, 2, 3, 4, 6, 8, 9)}))
+    """
+    out = _subprocess(script, {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+    assert out == {"1": 1, "2": 2, "3": 3, "4": 4, "6": 3, "8": 4, "9": 3}
+
+
 def test_use_cpu_cores_gives_one_device_per_core_and_shards_by_default():
     script = """
         import json, numpy as np, jax.numpy as jnp, slt
