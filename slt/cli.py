@@ -25,6 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="slt",
         description="Singular learning theory on real training runs: LLC, free energy, phase transitions.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="Environment: SLT_CPU_DEVICES=auto|N|off (on a CPU, one JAX device per core so chains run in "
+               "parallel; default auto), SLT_COMPILATION_CACHE=DIR|off (persistent XLA cache; default "
+               "~/.cache/slt-jax/xla).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
@@ -46,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     enable_persistent_cache()  # SLT_COMPILATION_CACHE=dir or "off"; default ~/.cache/slt-jax/xla
     try:
         use_cpu_cores_from_env()  # SLT_CPU_DEVICES=auto|N|off; default one CPU device per core (chains sharded)
-    except ValueError as err:
+    except (ValueError, RuntimeError) as err:
         print(f"slt: error: {err}", file=sys.stderr)
         return 2
     parser = build_parser()

@@ -4,14 +4,14 @@ On CPU, XLA runs a program on one device and parallelises only inside large
 operations; the small matrix products of an SGLD step leave the other cores
 mostly idle. With one host device per core, :func:`slt.sampling.run_chains`
 shards the chains across them (:mod:`slt.sharding`; the same numbers as one
-device, up to float32 rounding in the matrix products), and every core runs its own chains. Measured on 2 cores
-(docs/performance.md): SGLD 1.7× (TMS) to 2.4× (a 1e4-parameter DLN) more
-chain-steps per second.
+device, up to float32 rounding in the matrix products), and every core runs
+its own chains. Measured on 2 cores (docs/benchmarks.md): SGLD 1.4× to 2.4×
+more chain-steps per second on small models, 1.1× on a 1M-parameter MLP.
 
 JAX fixes its devices when it first runs anything, so this must be called
 right after ``import slt``, before any JAX computation. The ``slt`` command
 line does it by default (``SLT_CPU_DEVICES``). The data are replicated on
-host device that runs chains; a run uses the most devices whose number
+every CPU device that runs chains; a run uses the most devices whose number
 divides its number of chains (:func:`slt.sharding.resolve_devices`).
 """
 
@@ -85,7 +85,10 @@ def use_cpu_cores_from_env(default: str = "auto") -> int | None:
         try:
             return use_cpu_cores()
         except RuntimeError:  # JAX already running (main() called from Python): keep its devices
-            return len(jax.devices("cpu"))
+            try:
+                return len(jax.devices("cpu"))
+            except RuntimeError:  # no CPU backend (JAX_PLATFORMS without cpu)
+                return None
     if not value.isdigit():
         raise ValueError(f'{ENV_VAR} must be "auto", "off" or a positive number of CPU devices, got {value!r}')
     return use_cpu_cores(int(value))

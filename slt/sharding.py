@@ -32,7 +32,8 @@ def resolve_devices(devices: Devices, num_chains: int) -> list | None:
 
     ``devices``: None (automatic: the most devices, up to all, whose number
     divides ``num_chains``: 4 chains on 16 CPU cores use 4, 3 chains on 2 use
-    one), "all" (every device; an error if
+    one; with several processes, all devices when they divide the chains,
+    else none), "all" (every device; an error if
     they do not divide ``num_chains``), an int k (the first k devices), a list
     of devices, or a :class:`Mesh` with a ``"chain"`` axis.
     """
@@ -40,8 +41,13 @@ def resolve_devices(devices: Devices, num_chains: int) -> list | None:
         devs = list(devices.devices.flat)
     elif devices is None:
         available = jax.devices()
-        count = max(k for k in range(1, len(available) + 1) if num_chains % k == 0)
-        devs = available[:count]
+        if jax.process_count() > 1:  # every process must hold chains: all devices or none
+            if num_chains % len(available):
+                return None
+            devs = available
+        else:
+            count = max(k for k in range(1, len(available) + 1) if num_chains % k == 0)
+            devs = available[:count]
     elif isinstance(devices, str):
         if devices != "all":
             raise ValueError(f'devices must be None, "all", an int, a list of devices or a Mesh; got {devices!r}')

@@ -231,7 +231,7 @@ def _sample_group(loss_fn, params_list, data, config: LLCConfig, *, group_size: 
         sampling._progress_bar[0] = None
         if bar is not None:
             bar.close()
-    losses, accs, divergent = np.asarray(losses), np.asarray(accs), np.asarray(divergent)
+    losses, accs, divergent = map(shard.fetch, (losses, accs, divergent))  # gathered on every process
     if rc.acceptance_every:
         acc_steps = np.arange(0, rc.num_steps, rc.acceptance_every)
     else:

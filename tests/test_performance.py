@@ -128,7 +128,7 @@ def test_use_cpu_cores_gives_one_device_per_core_and_shards_by_default():
             out["late_error"] = str(err)
         print(json.dumps(out))
     """
-    out = _subprocess(script, {})
+    out = _subprocess(script, {"XLA_FLAGS": ""})  # a forced count in the environment would win
     assert out["set"] == 2 and out["devices"] == 2 and out["again_same"] == 2
     assert out["num_devices"] == 2 and out["summary_says"]  # 4 chains sharded 2 + 2 without being asked
     assert "right after `import slt`" in out["late_error"] and "2 CPU device" in out["late_error"]
@@ -162,6 +162,45 @@ def test_use_cpu_cores_keeps_a_forced_count_and_reads_the_cli_setting():
     assert out["forced"] == 3 and out["devices"] == 3  # XLA_FLAGS wins over the argument
     assert out["bad_refused"] == 4
     assert out["off"] is None and "SLT_CPU_DEVICES" in out["env_error"] and "'many'" in out["env_error"]
+
+
+MULTIHOST_WORKER = """
+import json, sys
+import jax
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
+jax.config.update("jax_num_cpu_devices", int(sys.argv[3]))
+jax.distributed.initialize(coordinator_address="127.0.0.1:" + sys.argv[2], num_processes=2,
+                           process_id=int(sys.argv[1]), initialization_timeout=120)
+import numpy as np, jax.numpy as jnp, slt
+X = np.random.default_rng(0).normal(size=(100, 2)).astype(np.float32)
+loss = lambda w, b: jnp.mean((b["x"] @ w) ** 2)
+kw = dict(step_size=1e-3, nbeta=50.0, num_chains=2, num_draws=20, progress=False)
+r = slt.estimate_llc(loss, jnp.ones(2), {"x": X}, **kw)
+t = slt.llc_trajectory(loss, [(0, jnp.ones(2)), (1, 1.1 * jnp.ones(2))], {"x": X}, checkpoints_per_group=1, **kw)
+print(json.dumps({"llc": r.llc_mean, "devices": r.timing["num_devices"], "traj": [float(v) for v in t.llc_mean],
+                  "traj_devices": t.timing[0]["num_devices"]}))
+"""
+
+
+@pytest.mark.parametrize("local_devices,expected_devices", [(1, 2), (2, 1)])
+def test_multihost_estimate_and_trajectory(local_devices, expected_devices):
+    """Two processes (jax.distributed, CPU): 2 chains span both hosts with one device each, and stay local
+    with two each (4 devices cannot split 2 chains across both processes)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+    procs = [subprocess.Popen([sys.executable, "-c", MULTIHOST_WORKER, str(i), port, str(local_devices)], cwd=ROOT,
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=240) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    results = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+    assert results[0] == results[1]  # every process gets the same gathered numbers
+    assert results[0]["devices"] == expected_devices and results[0]["traj_devices"] == expected_devices
+    assert all(np.isfinite(results[0]["traj"]))
 
 
 def test_streaming_equals_in_memory():
