@@ -321,7 +321,7 @@ def bench_model(name: str, repeats: int, impls: tuple = (), **kwargs) -> dict:
 
 
 def sharding_speedup(name: str, chains: int, repeats: int) -> dict:
-    """Run in a process with 2 forced host devices: the same run on 1 device and on 2, interleaved."""
+    """In a process with several devices: the same run on 1 device and sharded (the default devices), interleaved."""
     from slt.posterior import Hyperparameters
     from slt.sampling import RunConfig, run_chains
 
@@ -331,16 +331,27 @@ def sharding_speedup(name: str, chains: int, repeats: int) -> dict:
     data = jax.tree.map(jnp.asarray, model.data)
     calls = {d: (lambda d=d: run_chains(model.loss_fn, model.params, data, hp, config=config, seed=0, devices=d))
              for d in (1, None)}  # None: the most devices whose number divides the chains (the default)
-    compile_s = {str(d): c().compile_seconds for d, c in calls.items()}
+    last = {d: c() for d, c in calls.items()}  # compiles
+    compile_s = {str(d): r.compile_seconds for d, r in last.items()}
     times = {d: [] for d in calls}
     for _ in range(repeats):
         for d, c in calls.items():
-            times[d].append(c().sample_seconds)
+            last[d] = c()
+            times[d].append(last[d].sample_seconds)
     one, two = float(np.median(times[1])), float(np.median(times[None]))
-    sharded = calls[None]()
-    return {"model": name, "chains": chains, "devices": sharded.extras["num_devices"], "one_device_s": one,
-            "two_devices_s": two, "speedup": one / two, "compile_seconds": compile_s,
-            **_trace_difference(calls[1]().loss_trace, sharded.loss_trace)}
+    return {"model": name, "chains": chains, "num_steps": model.num_steps, "devices": last[None].extras["num_devices"],
+            "one_device_s": one, "two_devices_s": two, "speedup": one / two, "compile_seconds": compile_s,
+            **_trace_difference(last[1].loss_trace, last[None].loss_trace)}
+
+
+def sharding_in_subprocess(name: str, chains: int, repeats: int, cpu_devices: int | None = None) -> dict:
+    """:func:`sharding_speedup` in a fresh process given ``cpu_devices`` CPU devices (default one per core)."""
+    script = ("import json, slt, sys; slt.use_cpu_cores(%r); sys.path.insert(0, %r); import speed; "
+              "print(json.dumps(speed.sharding_speedup(%r, %d, %d)))"
+              % (cpu_devices, str(Path(__file__).parent), name, chains, repeats))
+    out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True,
+                         env=dict(os.environ, SLT_COMPILATION_CACHE="off"))
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def _equality(row: dict) -> str:
@@ -356,13 +367,8 @@ def cpu_cores_main(names: list[str], args) -> int:
     """Per model, in a fresh process with one CPU device per core: the same SGLD run on one device and on all."""
     rows = []
     for name in names:
-        script = ("import json, slt, sys; slt.use_cpu_cores(); sys.path.insert(0, %r); import speed; "
-                  "print(json.dumps(speed.sharding_speedup(%r, %d, %d)))" % (str(Path(__file__).parent), name,
-                                                                            args.chains, args.repeats))
-        out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True,
-                             env=dict(os.environ, SLT_COMPILATION_CACHE="off"))
-        row = json.loads(out.stdout.strip().splitlines()[-1])
-        row["chain_steps"] = row["chains"] * make_model(name, num_chains=row["chains"]).num_steps
+        row = sharding_in_subprocess(name, args.chains, args.repeats)
+        row["chain_steps"] = row["chains"] * row["num_steps"]
         rows.append(row)
         print(json.dumps(row), flush=True)
     env = environment()
@@ -448,8 +454,7 @@ def main(argv=None) -> int:
     ap.add_argument("--before-json", help="a --compare-before --json result to add to the table")
     ap.add_argument("--render", metavar="JSON", help="only render (and with --write, write) a saved --json result")
     ap.add_argument("--sharding-json", help="a --sharding --json result to mention under the table")
-    ap.add_argument("--sharding", metavar="MODEL", help="measure the 2-device speed-up on MODEL (forced host devices)")
-    ap.add_argument("--sharding-worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--sharding", metavar="MODEL", help="measure the 2-device speed-up on MODEL (2 CPU devices on the same cores)")
     ap.add_argument("--cpu-cores", action="store_true",
                     help="SGLD on one device vs one device per core (slt.use_cpu_cores) for --models; --write adds the table")
     args = ap.parse_args(argv)
@@ -463,17 +468,10 @@ def main(argv=None) -> int:
         return cpu_cores_main(names, args)
 
     if args.sharding:
-        if not args.sharding_worker:
-            env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
-            out = subprocess.run([sys.executable, __file__, "--sharding", args.sharding, "--sharding-worker",
-                                  "--chains", str(args.chains), "--repeats", str(args.repeats)],
-                                 env=env, check=True, capture_output=True, text=True)
-            res = json.loads(out.stdout.strip().splitlines()[-1])
-            print(json.dumps(res))
-            if args.json:
-                Path(args.json).write_text(json.dumps(res))
-            return 0
-        print(json.dumps(sharding_speedup(args.sharding, args.chains, args.repeats)))
+        res = sharding_in_subprocess(args.sharding, args.chains, args.repeats, cpu_devices=2)
+        print(json.dumps(res))
+        if args.json:
+            Path(args.json).write_text(json.dumps(res))
         return 0
 
     if args.compare_before:

@@ -211,7 +211,7 @@ def _sample_group(loss_fn, params_list, data, config: LLCConfig, *, group_size: 
     keys = jnp.asarray(np.tile(sampling.chain_keys(config.seed, k, sampling.prng_impl(rc)), (group_size, 1)))
     data = jax.tree.map(jnp.asarray, data)
     mesh = shard.chain_mesh(devices, total)
-    if mesh is not None:  # chains split over the devices, data replicated (bitwise the same numbers)
+    if mesh is not None:  # chains split over the devices, data replicated (same numbers up to float32 rounding)
         centers, hyper, keys = shard.put((centers, hyper, keys), shard.per_chain(mesh))
         data = shard.put(data, shard.replicated(mesh))
     args = (centers, None, data, hyper, keys)
