@@ -13,12 +13,9 @@ def machine_line() -> str:
     """One line naming the machine and the versions, for every table."""
     import jax
 
-    try:
-        import os
+    from slt.cpu import available_cores
 
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count()
+    cores = available_cores()
     return (
         f"Machine: {platform.machine()} {cores} CPU cores, {jax.devices()[0].platform}; "
         f"Python {platform.python_version()}, jax {jax.__version__}"
