@@ -112,7 +112,7 @@ def grokking_loss(params, batch):
     e = params["embed"]["embedding"]
     a, b = e[batch["x"][:, 0]], e[batch["x"][:, 1]]
     h = a @ params["left"]["kernel"] + params["left"]["bias"] + b @ params["right"]["kernel"] + params["right"]["bias"]
-    logits = jax.nn.gelu(h, approximate=False) @ params["out"]["kernel"]
+    logits = 0.5 * h * (1 + jax.lax.erf(h / math.sqrt(2))) @ params["out"]["kernel"]  # exact GELU, as slt.models.modular.gelu_exact
     logp = jax.nn.log_softmax(logits)
     return -jnp.mean(jnp.take_along_axis(logp, batch["y"][:, None], axis=1))
 

@@ -7,7 +7,7 @@ train fraction and the rest (test).
   embedding E (p × 12), two maps 12→48 (one per operand) summed, GELU, and a
   48→p map without bias:  logits = W_out·GELU(L(E[a]) + R(E[b])).  PyTorch
   initialisation (embedding N(0, 1), Linear U(±1/√fan_in)) and exact (erf)
-  GELU, as in the original. Adam lr 5e-3 with coupled weight decay 2e-4,
+  GELU (:func:`gelu_exact`), as in the original. Adam lr 5e-3 with coupled weight decay 2e-4,
   batch 128, train fraction 0.5 groks reliably.
 * :class:`ModularTransformer` (Nanda et al. 2023, "Progress measures for
   grokking via mechanistic interpretability", arXiv 2301.05217): one layer, 4
@@ -39,6 +39,7 @@ from slt.models.train import coupled_adam
 
 __all__ = [
     "ModularMLP",
+    "gelu_exact",
     "ModularTransformer",
     "ModularTask",
     "modular_data",
@@ -86,6 +87,16 @@ def _torch_uniform(fan_in: int):
     return init
 
 
+def gelu_exact(x):
+    """Exact GELU, x·Φ(x) = x/2·(1 + erf(x/√2)) (Hendrycks & Gimpel, arXiv 1606.08415).
+
+    The formula PyTorch's ``F.gelu`` evaluates. ``jax.nn.gelu(approximate=False)``
+    goes through ``erfc`` instead, which on CPU made the grokking MLP's whole
+    SGLD step 1.35× slower; the two agree to 1e-6 absolute in float32.
+    """
+    return 0.5 * x * (1.0 + jax.lax.erf(x * (1.0 / math.sqrt(2.0))))
+
+
 class ModularMLP(nnx.Module):
     """logits = W_out · GELU(L(E[a]) + R(E[b])); input ``x`` int [..., 2]."""
 
@@ -100,7 +111,7 @@ class ModularMLP(nnx.Module):
     def __call__(self, x):
         e = self.embed(x[..., :2])
         h = self.left(e[..., 0, :]) + self.right(e[..., 1, :])
-        return self.out(jax.nn.gelu(h, approximate=False))
+        return self.out(gelu_exact(h))
 
 
 def _randn(key, shape, scale):

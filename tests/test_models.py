@@ -11,7 +11,7 @@ import pytest
 from flax import nnx
 
 from slt.models.dln import DLN, make_dln_task, product, to_theory_widths
-from slt.models.modular import ModularTransformer, make_modular_task, modular_data
+from slt.models.modular import ModularTransformer, gelu_exact, make_modular_task, modular_data
 from slt.models.tms import kgon_params, make_tms_task, population_loss, tms_data, tms_loss
 from slt.models.train import coupled_adam, linear_steps, log_steps, train
 
@@ -132,6 +132,18 @@ def test_modular_data():
     eq, _ = modular_data(11, 0.4, seed=0, with_eq=True)
     assert eq["x"].shape == (48, 3) and np.all(eq["x"][:, 2] == 11)
     np.testing.assert_array_equal(eq["x"][:, :2], train_d["x"])
+
+
+def test_gelu_exact_matches_float64_erf():
+    """x·Φ(x) in float32 against float64 math.erf: float32 rounding only, unlike the tanh approximation."""
+    import math
+
+    x = np.linspace(-10.0, 10.0, 4001)
+    exact = np.array([0.5 * v * (1.0 + math.erf(v / math.sqrt(2.0))) for v in x])
+    got = np.asarray(gelu_exact(jnp.asarray(x, jnp.float32)), np.float64)
+    assert np.abs(got - exact).max() < 2e-6
+    tanh_approx = np.asarray(jax.nn.gelu(jnp.asarray(x, jnp.float32), approximate=True), np.float64)
+    assert np.abs(tanh_approx - exact).max() > 1e-4  # the check can tell the approximation from the exact form
 
 
 def test_modular_mlp_task():
