@@ -199,7 +199,8 @@ def _sample_group(loss_fn, params_list, data, config: LLCConfig, *, group_size: 
     k = config.num_chains
     real = len(params_list)
     padded = list(params_list) + [params_list[-1]] * (group_size - real)
-    centers = jax.tree.map(lambda *xs: jnp.repeat(jnp.stack(xs), k, axis=0), *padded)
+    # stacked on the host: one transfer per leaf instead of a dispatched (and compiled) stack per leaf and shape
+    centers = jax.tree.map(lambda *xs: jnp.asarray(np.repeat(np.stack([np.asarray(x) for x in xs]), k, axis=0)), *padded)
     dtype = jnp.result_type(*jax.tree.leaves(centers))
     total = group_size * k
     hyper = Hyperparameters(*(jnp.full((total,), v, dtype) for v in (config.step_size, config.nbeta, config.localization)))
