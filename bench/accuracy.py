@@ -51,7 +51,7 @@ def section_crossing(quick: bool):
             if sampler == "sgld" and not quick:
                 # SGLD crosses between the axes only by diffusing along them, where nothing but the prior
                 # (γ = 1) pulls: relaxation time 2/(εγ) = 200·t steps. Burn in 2 of them, draw ≥ 1.5 more.
-                burnin, draws = int(4 / step), int(min(max(300_000, 6 / step), 4_000_000))
+                burnin, draws = round(4 / step), round(min(max(300_000, 6 / step), 4_000_000))
                 chains = 64 if draws < 2_000_000 else 32  # the loss trace is [chains, steps] in memory
             start = time.perf_counter()
             r = slt.estimate_llc(crossing_loss, jnp.zeros(2), jnp.zeros((1, 1)), step_size=step, nbeta=t,
@@ -132,7 +132,7 @@ def section_regression(quick: bool):
             for (sampler, eps), draws in STEPS.items():
                 # the published 10k-step run keeps its 1k burn-in; the others burn in for 2 relaxation times
                 # 2/(εγ) of the directions that only the prior holds (see the crossing section)
-                burnin = draws // 10 if (sampler, eps) == ("sgld", 5e-4) else max(draws // 10, int(4 / eps))
+                burnin = draws // 10 if (sampler, eps) == ("sgld", 5e-4) else max(draws // 10, round(4 / eps))
                 r = slt.estimate_llc(loss, jnp.zeros(2), data, step_size=eps, num_chains=REGRESSION_CHAINS, num_draws=draws,
                                      num_burnin=burnin, seed=seed, sampler=sampler)
                 estimates[sampler, eps].append(r.llc_mean)

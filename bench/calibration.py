@@ -53,7 +53,7 @@ def auto_vs_hand(loss_fn, params, data, hand: dict, **common) -> dict:
     }
 
 
-def run_dln(shape, rank, *, quick, localization: float = 1.0):
+def run_dln(shape, rank, *, quick, localization: float | str = 1.0):
     from slt.models.dln import make_dln_task
 
     task = make_dln_task(shape, rank, N, seed=0)
@@ -83,7 +83,7 @@ def run_dln(shape, rank, *, quick, localization: float = 1.0):
     return {
         "row": [
             str(shape), rank, "full" if full_product else "deficient", d,
-            lam, f"{cal['step_size']:.3g}", f"{chains}×({burnin}+{draws})", f"{result.diagnostics['acceptance_mean']:.2f}", result.llc_mean,
+            lam, f"{result.config.localization:.3g}", f"{cal['step_size']:.3g}", f"{chains}×({burnin}+{draws})", f"{result.diagnostics['acceptance_mean']:.2f}", result.llc_mean,
             se_of(result), f"{100 * rel:+.1f}%", f"{cal['cost']['chain_steps'] / est_steps:.0%}",
             f"{cal['cost']['seconds']:.1f} ({cal['cost']['compile_seconds']:.1f})",
             f"{est_seconds:.1f} ({est_compile:.1f})", f"{warm:.1f}", "; ".join(flags) or "-",
@@ -102,9 +102,10 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="3 networks, 3,000 draws")
     parser.add_argument("--only", type=int, nargs="*", help="indices into DLN_SHAPES (default: all)")
     parser.add_argument("--no-write", action="store_true", help="print the table, leave docs/ alone")
-    parser.add_argument("--localization", type=float, default=1.0,
-                        help="γ for calibration and estimate (default 1, the package default; another value is "
-                             "written to its own section, calibration-gamma<γ>)")
+    parser.add_argument("--localization", type=lambda v: v if v == "scale" else float(v), default=1.0,
+                        help='γ for calibration and estimate (default 1, the package default; another value is '
+                             'written to its own section, calibration-gamma<γ>); "scale": γ = 0.5·d/‖w*‖² '
+                             "per network (section calibration-scale)")
     args = parser.parse_args(argv)
     slt.use_cpu_cores()  # chains sharded over the cores; before any JAX work
     shapes = DLN_SHAPES[:3] if args.quick else DLN_SHAPES
@@ -115,14 +116,16 @@ def main(argv=None) -> int:
     for shape, rank in shapes:
         results.append(run_dln(shape, rank, quick=args.quick, localization=args.localization))
         print(results[-1]["row"], flush=True)
-    header = ["widths (in→out)", "rank", "product", "d", "Aoyagi λ", "auto ε", "chains×(auto burn-in+draws)", "MALA acc.", "λ̂", "± se", "vs λ",
+    header = ["widths (in→out)", "rank", "product", "d", "Aoyagi λ", "γ", "auto ε", "chains×(auto burn-in+draws)", "MALA acc.", "λ̂", "± se", "vs λ",
               "calibration chain-steps / estimation", "calibration s (compile)", "estimation s (compile)",
               "calibration s, compiled", "flags"]
+    gamma_text = ('0.5·d/‖w*‖² (localization="scale"; γ = 1 where w* = 0)' if args.localization == "scale"
+                  else f"{args.localization:g}")
     within = [r for r in results if abs(r["rel"]) <= 0.10]
     missed = [f"{r['shape']} ({100 * r['rel']:+.0f}%)" for r in results if abs(r["rel"]) > 0.10]
     markdown = (
         f"### step_size=\"auto\" on the accuracy benchmark's deep linear networks (n = 1e5, batch {BATCH}, "
-        f"nβ = n/log n, γ = {args.localization:g}, SGLD; the burn-in is num_burnin=\"auto\", the default with "
+        f"nβ = n/log n, γ = {gamma_text}, SGLD; the burn-in is num_burnin=\"auto\", the default with "
         "step_size=\"auto\")\n\n"
         + markdown_table(header, [r["row"] for r in results])
         + f"\n\n{len(within)}/{len(results)} networks within 10% of Aoyagi's λ "
@@ -141,7 +144,8 @@ def main(argv=None) -> int:
     )
     print(markdown)
     if not args.no_write:
-        section = "calibration" if args.localization == 1.0 else f"calibration-gamma{args.localization:g}"
+        section = ("calibration" if args.localization == 1.0 else "calibration-scale" if args.localization == "scale"
+                   else f"calibration-gamma{args.localization:g}")
         print("written to", write_section("calibration.md", section, markdown))
     return 0
 

@@ -8,6 +8,7 @@ Public API (stable names):
     fit_learning_coefficient          (λ, m) from a temperature sweep (experimental)
     calibrate, Calibration            step-size calibration (step_size="auto")
     AutoBurnin                        burn-in until λ̂ levels off (num_burnin="auto")
+    scale_localization                γ on the scale of the weights (localization="scale")
     from_nnx, from_linen              Flax adapters to (loss_fn, params)
     theory                            closed-form learning coefficients
     models                            model organisms (DLN, TMS, modular arithmetic)
@@ -25,6 +26,7 @@ from slt.fit import LearningCoefficientFit, fit_learning_coefficient
 # shadowed by the module object after any `from slt.free_energy import ...`.
 from slt.free_energy import FreeEnergyResult, FreeEnergyTrajectory, free_energy, free_energy_trajectory
 from slt.llc import LLCConfig, LLCResult, default_nbeta, estimate_llc
+from slt.localization import scale_localization
 from slt.samplers.base import SAMPLERS
 from slt.validation import SLTInputError
 

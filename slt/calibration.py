@@ -63,6 +63,7 @@ from jax.flatten_util import ravel_pytree
 from slt import diagnostics as diag
 from slt import validation as check
 from slt.llc import validate_llc_inputs
+from slt.localization import resolve_localization
 from slt.store import jsonable
 from slt.losses import full_data_loss
 from slt.posterior import Hyperparameters
@@ -483,7 +484,7 @@ def calibrate(
     data: PyTree,
     *,
     nbeta: float | Sequence[float] | None = None,
-    localization: float | Sequence[float] = DEFAULT_LOCALIZATION,
+    localization: float | str | Sequence[float] = DEFAULT_LOCALIZATION,
     batch_size: int | None = None,
     sampler: str = "sgld",
     seed: int = 0,
@@ -525,6 +526,7 @@ def calibrate(
       localization: γ, default 1; a list sweeps it, recommends the smallest γ
         whose λ̂ agrees with the next larger one, and warns when λ̂ depends on
         γ by more than ``localization_tolerance`` (relative, beyond noise).
+        "scale": γ = 0.5·d/‖w*‖² (:func:`slt.localization.scale_localization`).
       target_acceptance: the acceptance a healthy step must reach.
       step_sizes: sweep these steps (the largest healthy one is verified)
         instead of probing for the range.
@@ -545,7 +547,7 @@ def calibrate(
     """
     start = time.perf_counter()
     nbetas = _as_list("nbeta", nbeta, None)
-    gammas = _as_list("localization", localization, DEFAULT_LOCALIZATION)
+    gammas = _as_list("localization", resolve_localization(localization, params), DEFAULT_LOCALIZATION)
     check.require(
         isinstance(target_acceptance, (int, float)) and 0 < target_acceptance < 1,
         f"target_acceptance must be in (0, 1), got {target_acceptance!r}",

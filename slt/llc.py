@@ -18,6 +18,7 @@ import numpy as np
 from slt import diagnostics as diag
 from slt import validation as check
 from slt.burnin import AutoBurnin, burn_in, merge_runs, not_levelled_message
+from slt.localization import resolve_localization
 from slt.losses import full_data_loss
 from slt.posterior import Hyperparameters
 from slt.samplers.base import SAMPLERS, get_sampler
@@ -229,7 +230,7 @@ def estimate_llc(
     *,
     step_size: float | str,
     nbeta: float | None = None,
-    localization: float = 1.0,
+    localization: float | str = 1.0,
     num_chains: int = 4,
     num_draws: int = 1000,
     num_burnin: "int | str | AutoBurnin | None" = None,
@@ -258,7 +259,9 @@ def estimate_llc(
         run :func:`slt.calibrate` first (its choice is recorded in
         ``result.diagnostics["calibration"]``).
       nbeta: nβ; default n/log n.
-      localization: γ.
+      localization: γ, or "scale" for γ = 0.5·d/‖w*‖², a neighbourhood the
+        size of the weights (:func:`slt.localization.scale_localization`);
+        the number used is ``result.config.localization``.
       num_chains, num_draws, num_burnin, steps_between_draws: chain lengths;
         each chain runs num_burnin + num_draws·steps_between_draws steps.
         ``num_burnin="auto"`` (or an :class:`slt.burnin.AutoBurnin`) burns in
@@ -279,6 +282,7 @@ def estimate_llc(
     Returns:
       :class:`LLCResult`; ``result.summary()`` prints a readable report.
     """
+    localization = resolve_localization(localization, params)
     calibration = None
     if isinstance(step_size, str):
         check.require(step_size == "auto", f'step_size must be a number or "auto", got {step_size!r}')

@@ -321,6 +321,9 @@ def llc_trajectory(
     check.require(not isinstance(step_size, str),
                   'step_size="auto" is not supported in sweeps; calibrate one checkpoint (slt.calibrate) '
                   "and pass its step size")
+    check.require(not isinstance(localization, str),
+                  'localization="scale" is not supported in sweeps: each checkpoint would be measured with its own γ; '
+                  "pass one number for all, e.g. slt.localization.scale_localization(params) of the final checkpoint")
     if checkpoints_per_group is not None:
         check.positive_int("checkpoints_per_group", checkpoints_per_group)
     items = _items(checkpoints)

@@ -38,8 +38,9 @@ def register(subparsers) -> None:
     p.add_argument("--task", required=True, metavar="MODULE:FACTORY", help="task factory, e.g. mypkg.tasks:make_task")
     p.add_argument("--nbeta", type=float, nargs="+", default=None, metavar="NBETA",
                    help="nβ; several values sweep it, the first is recommended (default: n/log n)")
-    p.add_argument("--localization", type=float, nargs="+", default=None, metavar="GAMMA",
-                   help="localization γ; several values sweep it and warn when λ̂ depends on γ (default: 1)")
+    p.add_argument("--localization", type=_gamma, nargs="+", default=None, metavar="GAMMA",
+                   help='localization γ; several values sweep it and warn when λ̂ depends on γ; "scale" for '
+                        "0.5·d/‖w*‖², a neighbourhood the size of the weights (default: 1)")
     p.add_argument("--batch-size", type=int, default=None, help="minibatch size (default: full batch)")
     p.add_argument("--sampler", default="sgld", choices=SAMPLERS, help="SGLD-family sampler")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration chains")
@@ -53,14 +54,29 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def _gamma(text: str):
+    """A --localization value: a number or "scale"."""
+    if text == "scale":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected a number or "scale", got {text!r}') from None
+
+
 def run(args) -> int:
     from slt.calibration import calibrate
     from slt.cli import UserError
     from slt.task import load_task
 
+    gammas = args.localization or [1.0]
+    if "scale" in gammas:
+        if len(gammas) > 1:
+            raise UserError('--localization scale cannot be mixed with other values; sweep numbers instead')
+        gammas = "scale"
     loss_fn, params, data = load_task(args.task)
     cal = calibrate(
-        loss_fn, params, data, nbeta=args.nbeta, localization=args.localization or 1.0, batch_size=args.batch_size,
+        loss_fn, params, data, nbeta=args.nbeta, localization=gammas, batch_size=args.batch_size,
         sampler=args.sampler, seed=args.seed, target_acceptance=args.target_acceptance, num_steps=args.steps,
         step_sizes=args.step_sizes, warn=False,
     )
