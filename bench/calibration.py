@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import slt  # noqa: E402
 from accuracy import DLN_SHAPES, dln_chains_and_draws, se_of  # noqa: E402  (the accuracy benchmark's networks)
 from common import machine_line, markdown_table, write_section  # noqa: E402
+from slt.localization import SCALE, parse_localization  # noqa: E402
 
 N = 100_000
 BATCH = 500
@@ -102,7 +103,7 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="3 networks, 3,000 draws")
     parser.add_argument("--only", type=int, nargs="*", help="indices into DLN_SHAPES (default: all)")
     parser.add_argument("--no-write", action="store_true", help="print the table, leave docs/ alone")
-    parser.add_argument("--localization", type=lambda v: v if v == "scale" else float(v), default=1.0,
+    parser.add_argument("--localization", type=parse_localization, default=1.0,
                         help='γ for calibration and estimate (default 1, the package default; another value is '
                              'written to its own section, calibration-gamma<γ>); "scale": γ = 0.5·d/‖w*‖² '
                              "per network (section calibration-scale)")
@@ -119,7 +120,7 @@ def main(argv=None) -> int:
     header = ["widths (in→out)", "rank", "product", "d", "Aoyagi λ", "γ", "auto ε", "chains×(auto burn-in+draws)", "MALA acc.", "λ̂", "± se", "vs λ",
               "calibration chain-steps / estimation", "calibration s (compile)", "estimation s (compile)",
               "calibration s, compiled", "flags"]
-    gamma_text = ('0.5·d/‖w*‖² (localization="scale"; γ = 1 where w* = 0)' if args.localization == "scale"
+    gamma_text = ('0.5·d/‖w*‖² (localization="scale"; γ = 1 where w* = 0)' if args.localization == SCALE
                   else f"{args.localization:g}")
     within = [r for r in results if abs(r["rel"]) <= 0.10]
     missed = [f"{r['shape']} ({100 * r['rel']:+.0f}%)" for r in results if abs(r["rel"]) > 0.10]
@@ -144,7 +145,7 @@ def main(argv=None) -> int:
     )
     print(markdown)
     if not args.no_write:
-        section = ("calibration" if args.localization == 1.0 else "calibration-scale" if args.localization == "scale"
+        section = ("calibration" if args.localization == 1.0 else "calibration-scale" if args.localization == SCALE
                    else f"calibration-gamma{args.localization:g}")
         print("written to", write_section("calibration.md", section, markdown))
     return 0

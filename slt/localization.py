@@ -21,6 +21,7 @@ neither blackjax nor devinterp has a scale-relative localization.
 
 from __future__ import annotations
 
+import argparse
 import math
 import warnings
 
@@ -54,6 +55,16 @@ def scale_localization(params, fraction: float = SCALE_FRACTION, *, fallback: fl
         )
         return float(fallback)
     return float(fraction * d / sq)
+
+
+def parse_localization(text: str):
+    """A command-line γ: a number, or ``"scale"`` (kept as the string)."""
+    if text == SCALE:
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected a number or "{SCALE}", got {text!r}') from None
 
 
 def resolve_localization(localization, params):

@@ -66,8 +66,11 @@ def test_trajectory_refuses_scale():
 def test_cli_localization_argument():
     import argparse
 
-    from slt.commands.calibrate import _gamma
+    from slt.cli import build_parser
+    from slt.localization import parse_localization
 
-    assert _gamma("scale") == "scale" and _gamma("2.5") == 2.5
+    assert parse_localization("scale") == "scale" and parse_localization("2.5") == 2.5
     with pytest.raises(argparse.ArgumentTypeError, match='"scale"'):
-        _gamma("wide")
+        parse_localization("wide")
+    args = build_parser().parse_args(["calibrate", "--task", "m:f", "--localization", "scale"])
+    assert args.localization == ["scale"]

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from slt.localization import SCALE, parse_localization
 from slt.samplers.base import SAMPLERS
 
 
@@ -38,7 +39,7 @@ def register(subparsers) -> None:
     p.add_argument("--task", required=True, metavar="MODULE:FACTORY", help="task factory, e.g. mypkg.tasks:make_task")
     p.add_argument("--nbeta", type=float, nargs="+", default=None, metavar="NBETA",
                    help="nβ; several values sweep it, the first is recommended (default: n/log n)")
-    p.add_argument("--localization", type=_gamma, nargs="+", default=None, metavar="GAMMA",
+    p.add_argument("--localization", type=parse_localization, nargs="+", default=None, metavar="GAMMA",
                    help='localization γ; several values sweep it and warn when λ̂ depends on γ; "scale" for '
                         "0.5·d/‖w*‖², a neighbourhood the size of the weights (default: 1)")
     p.add_argument("--batch-size", type=int, default=None, help="minibatch size (default: full batch)")
@@ -54,26 +55,16 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _gamma(text: str):
-    """A --localization value: a number or "scale"."""
-    if text == "scale":
-        return text
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'expected a number or "scale", got {text!r}') from None
-
-
 def run(args) -> int:
     from slt.calibration import calibrate
     from slt.cli import UserError
     from slt.task import load_task
 
     gammas = args.localization or [1.0]
-    if "scale" in gammas:
+    if SCALE in gammas:
         if len(gammas) > 1:
-            raise UserError('--localization scale cannot be mixed with other values; sweep numbers instead')
-        gammas = "scale"
+            raise UserError(f'--localization {SCALE} cannot be mixed with other values; sweep numbers instead')
+        gammas = SCALE
     loss_fn, params, data = load_task(args.task)
     cal = calibrate(
         loss_fn, params, data, nbeta=args.nbeta, localization=gammas, batch_size=args.batch_size,
