@@ -310,7 +310,8 @@ def bench_model(name: str, repeats: int, impls: tuple = (), **kwargs) -> dict:
     med = {k: float(np.median(v)) for k, v in times.items()}
     # ratios: median over repeats of each repeat's own ratio (the contenders of a repeat run back to back,
     # so a slow drift in the machine's load cancels)
-    paired = {k: float(np.median(np.asarray(v) / np.asarray(times["floor"]))) for k, v in times.items()}
+    per_repeat = {k: np.asarray(v) / np.asarray(times["floor"]) for k, v in times.items()}
+    paired = {k: float(np.median(r)) for k, r in per_repeat.items()}
     chain_steps = model.num_chains * model.num_steps
     return {
         "model": name,
@@ -323,7 +324,7 @@ def bench_model(name: str, repeats: int, impls: tuple = (), **kwargs) -> dict:
         "ratio_sgld": paired["sgld"],
         "ratio_sgld_acc": paired["sgld+acc"],
         "ratios": paired,
-        "ratios_per_repeat": [s / f for s, f in zip(times["sgld"], times["floor"])],
+        "ratios_per_repeat": per_repeat["sgld"].tolist(),
         "compile_seconds": compile_s,
         "acceptance_every": every,
     }
