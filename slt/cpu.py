@@ -6,7 +6,7 @@ mostly idle. With one host device per core, :func:`slt.sampling.run_chains`
 shards the chains across them (:mod:`slt.sharding`; the same numbers as one
 device, up to float32 rounding in the matrix products), and every core runs
 its own chains. Measured on 2 cores (docs/benchmarks.md): SGLD 1.4× to 2.4×
-more chain-steps per second on small models, 1.1× on a 1M-parameter MLP.
+more chain-steps per second on small models, 1.0-1.1× on a 1M-parameter MLP.
 
 JAX fixes its devices when it first runs anything, so this must be called
 right after ``import slt``, before any JAX computation. The ``slt`` command
