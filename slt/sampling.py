@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import time
+from functools import partial
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, NamedTuple
@@ -228,36 +229,27 @@ def _local_program(
         states = init
     check_acceptance = algo.LANGEVIN_PROPOSAL and config.acceptance_every > 0
 
-    def chain_step(state, key, hp, chain_center, step, check, batch):
+    def chain_step(state, key, hp, chain_center, step, batch, checked):
         target = make_target(loss_fn, chain_center, log_prior)
         kernel = algo.build_kernel(target, **options)
         k_batch, k_move = step_keys(key, step)
         batch = batch if streamed else draw_minibatch(data, k_batch, config.batch_size)
-        if not check_acceptance:
-            new_state, info = kernel(k_move, state, batch, hp)
+        new_state, info = kernel(k_move, state, batch, hp)
+        if not checked:
             return new_state, (info.loss, jnp.asarray(info.acceptance, info.loss.dtype))
+        # the check's ∇U(w) is the step's own: XLA merges the two (CSE), so a check costs one gradient
+        acc = langevin_acceptance(
+            target, state.position, new_state.position, algo.preconditioner(new_state, options), batch, hp
+        )
+        return new_state, (info.loss, acc.astype(info.loss.dtype))
 
-        def plain():
-            new_state, info = kernel(k_move, state, batch, hp)
-            return new_state, info.loss, jnp.full((), jnp.nan, info.loss.dtype)
+    def step_all(checked):
+        return jax.vmap(partial(chain_step, checked=checked), in_axes=(0, 0, 0, center_axis, None, 0 if streamed else None))
 
-        def checked():  # the step and its acceptance in one branch: XLA merges the two identical ∇U(w) (CSE)
-            new_state, info = kernel(k_move, state, batch, hp)
-            acc = langevin_acceptance(
-                target, state.position, new_state.position, algo.preconditioner(new_state, options), batch, hp
-            )
-            return new_state, info.loss, acc.astype(info.loss.dtype)
-
-        new_state, loss, acc = jax.lax.cond(check, checked, plain)
-        return new_state, (loss, acc)
-
-    step_all = jax.vmap(chain_step, in_axes=(0, 0, 0, center_axis, None, None, 0 if streamed else None))
-
-    def body(carry, xs):
-        states, divergent_step = carry
-        step, batch = xs
-        check = (step % max(config.acceptance_every, 1)) == 0
-        states, (loss, acc) = step_all(states, keys, hyper, center, step, check, batch)
+    def advance(states, divergent_step, i, batch, checked):
+        """Step ``start_step + i`` of every chain; records the first non-finite loss and ticks the bar."""
+        step = start_step + i
+        states, (loss, acc) = step_all(checked)(states, keys, hyper, center, step, batch)
         bad = ~jnp.isfinite(loss)
         divergent_step = jnp.where(bad & (divergent_step < 0), step, divergent_step)
         if config.progress_every:
@@ -266,12 +258,60 @@ def _local_program(
                 lambda: jax.debug.callback(_progress_tick, step, config.progress_every / num_devices),
                 lambda: None,
             )
-        return (states, divergent_step), (loss, acc)
+        return states, divergent_step, loss, acc
 
-    steps = start_step + jnp.arange(config.num_steps, dtype=jnp.int32)
-    (states, divergent), (losses, accs) = jax.lax.scan(body, (states, divergent), (steps, batches))
+    if not check_acceptance:
+        def body(carry, xs):
+            i, batch = xs
+            states, divergent_step, loss, acc = advance(*carry, i, batch, checked=False)
+            return (states, divergent_step), (loss, acc)
+
+        index = jnp.arange(config.num_steps, dtype=jnp.int32)
+        (states, divergent), (losses, accs) = jax.lax.scan(body, (states, divergent), (index, batches))
+    else:
+        states, divergent, losses, accs = _checked_loop(advance, states, divergent, batches, start_step, num_chains,
+                                                        config.num_steps, config.acceptance_every)
     out = (losses.T, accs.T, divergent)
     return out + (states,) if return_states else out
+
+
+def _checked_loop(advance, states, divergent, batches, start_step, num_chains, num_steps, every):
+    """All steps, with the MALA check at the global steps ``step % every == 0`` and nowhere else.
+
+    The steps between two checks run in a loop of their own, so no step pays
+    for a ``lax.cond`` (a per-step cond cost 18% on the grokking MLP, with or
+    without a check executed): a loop over blocks, each one checked step and a
+    loop of the unchecked steps up to the next check; the first block lacks its
+    check when the run does not start on one.
+    ``start_step`` is traced (chunked and streamed runs), so the loop bounds are too.
+    """
+    batch0 = None if batches is None else jax.tree.map(lambda b: b[0], batches)
+    _, _, loss0, _ = jax.eval_shape(lambda: advance(states, divergent, 0, batch0, False))
+    first = jnp.remainder(-start_step, every)  # the first checked step, relative to this program
+    num_checks = jnp.maximum(0, (num_steps - first + every - 1) // every)
+
+    def one(checked):
+        def fn(i, carry):
+            states, divergent_step, losses, accs = carry
+            batch = None if batches is None else jax.tree.map(lambda b: b[i], batches)
+            states, divergent_step, loss, acc = advance(states, divergent_step, i, batch, checked)
+            losses = losses.at[i].set(loss)
+            accs = accs.at[i].set(acc.astype(accs.dtype)) if checked else accs
+            return states, divergent_step, losses, accs
+        return fn
+
+    plain, checked = one(False), one(True)
+
+    has_prefix = (first > 0).astype(num_checks.dtype)  # unchecked steps before the first check: a block without its check
+
+    def block(j, carry):
+        at = first + (j - has_prefix) * every
+        carry = jax.lax.cond(at >= 0, lambda c: checked(at, c), lambda c: c, carry)  # once per block, not per step
+        return jax.lax.fori_loop(jnp.maximum(at + 1, 0), jnp.minimum(at + every, num_steps), plain, carry)
+
+    losses = jnp.zeros((num_steps, num_chains), loss0.dtype)
+    accs = jnp.full((num_steps, num_chains), jnp.nan, loss0.dtype)
+    return jax.lax.fori_loop(0, num_checks + has_prefix, block, (states, divergent, losses, accs))
 
 
 def _program(center, init, data, hyper, raw_keys, start_step, divergent, batches, *, mesh=None, **static):
