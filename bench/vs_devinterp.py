@@ -18,7 +18,8 @@ faster on the spot (on a busy 2-core machine 2 threads can be 10× slower), ``co
 indexes whole shuffled minibatches at once instead of a DataLoader's
 per-example collation, no progress bars. slt runs as its command line does,
 one XLA CPU device per core (``slt.use_cpu_cores``), and again on one device
-(``SLT_CPU_DEVICES=off``). Reported: chain-steps per second,
+(``SLT_CPU_DEVICES=off``). Reported: chain-steps per second (each side's
+second estimate in the process: its steady state),
 wall time of the whole estimate (including slt's compilation, in a fresh
 process, persistent compilation cache off), and the two LLC estimates with
 their standard errors (sd across chains / √chains).
@@ -248,19 +249,26 @@ def run_devinterp(spec: dict, seed: int) -> dict:
     from devinterp.slt.sampler import estimate_learning_coeff_with_summary
 
     model, evaluate, tensors, loader = _devinterp_setup(spec, seed)
+
+    def estimate(chain_seed):
+        with torch.no_grad():
+            init_loss = float(evaluate(model, tuple(tensors)))
+        return init_loss, estimate_learning_coeff_with_summary(
+            model, loader, evaluate=evaluate, sampling_method=SGLD,
+            optimizer_kwargs=dict(lr=spec["step_size"], nbeta=spec["nbeta"], localization=spec["localization"]),
+            num_draws=spec["num_draws"], num_chains=spec["num_chains"], num_burnin_steps=0, num_steps_bw_draws=1,
+            init_loss=init_loss, cores=1, seed=chain_seed, device="cpu", verbose=False,
+        )
+
     t0 = time.perf_counter()
-    with torch.no_grad():
-        init_loss = float(evaluate(model, tuple(tensors)))
-    out = estimate_learning_coeff_with_summary(
-        model, loader, evaluate=evaluate, sampling_method=SGLD,
-        optimizer_kwargs=dict(lr=spec["step_size"], nbeta=spec["nbeta"], localization=spec["localization"]),
-        num_draws=spec["num_draws"], num_chains=spec["num_chains"], num_burnin_steps=0, num_steps_bw_draws=1,
-        init_loss=init_loss, cores=1, seed=seed, device="cpu", verbose=False,
-    )
+    init_loss, out = estimate(seed)
     wall = time.perf_counter() - t0
+    t1 = time.perf_counter()  # a second estimate in the same process: devinterp's steady state, as for slt
+    estimate(seed + 1)
+    warm = time.perf_counter() - t1
     per_chain = np.asarray([out[f"llc-chain/{i}"] for i in range(spec["num_chains"])], float)
-    return {"wall_seconds": wall, "sample_seconds": wall, "compile_seconds": 0.0, "init_loss": init_loss,
-            "llc_mean": float(per_chain.mean()), "llc_per_chain": per_chain.tolist(),
+    return {"wall_seconds": wall, "sample_seconds": wall, "warm_sample_seconds": warm, "compile_seconds": 0.0,
+            "init_loss": init_loss, "llc_mean": float(per_chain.mean()), "llc_per_chain": per_chain.tolist(),
             "torch": torch.__version__, "devinterp": _version("devinterp"), "threads": torch.get_num_threads()}
 
 
@@ -494,11 +502,11 @@ def summarize(name: str, spec: dict, runs: dict) -> dict:
 
     chain_steps = spec["num_chains"] * spec["num_draws"]
     med = lambda side, key: float(np.median([r[key] for r in runs[side]]))  # noqa: E731
-    d_rate = chain_steps / med("devinterp", "sample_seconds")
+    d_rate = chain_steps / med("devinterp", "warm_sample_seconds")
     s_rate = chain_steps / med("slt", "warm_sample_seconds")
     s1_rate = chain_steps / med("slt_1dev", "warm_sample_seconds")
-    ratios = [d["sample_seconds"] / s["warm_sample_seconds"] for d, s in zip(runs["devinterp"], runs["slt"])]
-    ratios_1dev = [d["sample_seconds"] / s["warm_sample_seconds"] for d, s in zip(runs["devinterp"], runs["slt_1dev"])]
+    ratios = [d["warm_sample_seconds"] / s["warm_sample_seconds"] for d, s in zip(runs["devinterp"], runs["slt"])]
+    ratios_1dev = [d["warm_sample_seconds"] / s["warm_sample_seconds"] for d, s in zip(runs["devinterp"], runs["slt_1dev"])]
     wall_ratios = [d["wall_seconds"] / s["wall_seconds"] for d, s in zip(runs["devinterp"], runs["slt"])]
     d_llc = np.concatenate([r["llc_per_chain"] for r in runs["devinterp"]])
     s_llc = np.concatenate([r["llc_per_chain"] for r in runs["slt"]])
@@ -595,8 +603,8 @@ def render(rows: list[dict], job: dict | None, env: dict) -> str:
                     f"{dln['slt_chain_steps_per_s'] * flop / 1e9:.0f} GFLOP/s, and 20× devinterp would need "
                     f"{20 * dln['devinterp_chain_steps_per_s'] * flop / 1e9:.0f} GFLOP/s, against the {env['cores']} cores' "
                     f"float32 peak of {peak / 1e9:.0f} GFLOP/s (32 FLOP per cycle at {env['mhz'] / 1e3:.2f} GHz)")
-    lines += ["", "chain-steps/s: steady-state sampling (slt: its second estimate in the process, compiled program cached; "
-              "devinterp: the whole estimate). Wall: one whole estimate in a fresh process, slt including tracing and "
+    lines += ["", "chain-steps/s: steady-state sampling, from each side's second estimate in the process (slt: compiled "
+              "program cached; devinterp: the whole second estimate, its first pays torch's warm-up). Wall: one whole estimate in a fresh process, slt including tracing and "
               "compilation (the persistent compilation cache off). ± is the standard error across chains (pooled over "
               "repeats); agree = |z| < 3. Neither side computes MALA acceptance checks here (slt's default 100 checks "
               "add one gradient per check).",
