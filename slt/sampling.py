@@ -279,8 +279,8 @@ def _checked_loop(advance, states, divergent, batches, start_step, num_chains, n
     """All steps, with the MALA check at the global steps ``step % every == 0`` and nowhere else.
 
     The steps between two checks run in a loop of their own, so no step pays
-    for a ``lax.cond`` (a per-step cond cost 18% on the grokking MLP, with or
-    without a check executed): a loop over blocks, each one checked step and a
+    for a ``lax.cond`` (a per-step cond cost 5% on the grokking MLP even where
+    no check ran; docs/performance.md): a loop over blocks, each one checked step and a
     loop of the unchecked steps up to the next check; the first block lacks its
     check when the run does not start on one.
     ``start_step`` is traced (chunked and streamed runs), so the loop bounds are too.
