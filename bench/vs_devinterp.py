@@ -267,7 +267,7 @@ def run_devinterp(spec: dict, seed: int) -> dict:
     estimate(seed + 1)
     warm = time.perf_counter() - t1
     per_chain = np.asarray([out[f"llc-chain/{i}"] for i in range(spec["num_chains"])], float)
-    return {"wall_seconds": wall, "sample_seconds": wall, "warm_sample_seconds": warm, "compile_seconds": 0.0,
+    return {"wall_seconds": wall, "warm_sample_seconds": warm, "compile_seconds": 0.0,
             "init_loss": init_loss, "llc_mean": float(per_chain.mean()), "llc_per_chain": per_chain.tolist(),
             "torch": torch.__version__, "devinterp": _version("devinterp"), "threads": torch.get_num_threads()}
 
@@ -606,8 +606,8 @@ def render(rows: list[dict], job: dict | None, env: dict) -> str:
                     f"{need / 1e9:.0f} GFLOP/s: at 32 float32 FLOP per cycle per core (two 8-lane FMA units), "
                     f"{env['cores']} cores would have to run at {need / (32 * env['cores']) / 1e9:.1f} GHz")
     lines += ["", "chain-steps/s: steady-state sampling, from each side's second estimate in the process (slt: compiled "
-              "program cached; devinterp: the whole second estimate, its first pays torch's warm-up). Wall: one whole estimate in a fresh process, slt including tracing and "
-              "compilation (the persistent compilation cache off). ± is the standard error across chains (pooled over "
+              "program cached; devinterp: the whole second estimate, its first pays torch's warm-up). Wall: one "
+              "whole estimate in a fresh process, slt including tracing and compilation (the persistent compilation cache off). ± is the standard error across chains (pooled over "
               "repeats); agree = |z| < 3. Neither side computes MALA acceptance checks here (slt's default 100 checks "
               "add one gradient per check).",
               "",
@@ -627,6 +627,7 @@ def render(rows: list[dict], job: dict | None, env: dict) -> str:
     if job and job["devinterp"] and job["slt"]:
         med = lambda side, key: float(np.median([r[key] for r in job[side]]))  # noqa: E731
         d = med("devinterp", "wall_seconds")
+        job_chains, job_draws = SETTINGS["grokking_mlp"]
         table = [("devinterp (one estimate per checkpoint)", d)]
         for side, label in (("slt", "one device per core"), ("slt_1dev", "one device")):
             if job.get(side):
@@ -637,7 +638,7 @@ def render(rows: list[dict], job: dict | None, env: dict) -> str:
         lines += [
             "",
             f"Whole job: LLC at {job['checkpoints']} checkpoints of the grokking MLP (random-init checkpoints; "
-            "4 chains × 500 draws each, fresh process, end to end, compilation included):",
+            f"{job_chains} chains × {job_draws} draws each, fresh process, end to end, compilation included):",
             "",
             "| contender | wall s | speed-up vs devinterp |",
             "|---|---:|---:|",
@@ -647,7 +648,7 @@ def render(rows: list[dict], job: dict | None, env: dict) -> str:
         ]
         grok = next((r for r in rows if r["model"] == "grokking_mlp"), None)
         if grok and job.get("slt"):
-            steps = job["checkpoints"] * 4 * 500
+            steps = job["checkpoints"] * job_chains * job_draws
             t = med("slt", "wall_seconds")
             lines[-1] += (f" Over the whole job slt runs {steps / t:,.0f} chain-steps/s, compilation and per-group "
                           f"setup included (its steady rate on one estimate: {grok['slt_chain_steps_per_s']:,.0f}), "

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import os
 import time
-from functools import partial
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any, Callable, NamedTuple
 
 import jax

@@ -232,7 +232,6 @@ def test_continuing_a_run_equals_one_long_run(sampler):
     assert b.final_state.step == 60
 
 
-
 @pytest.mark.parametrize("split", [0, 3, 25, 59])
 def test_acceptance_checks_sit_on_global_steps_whatever_the_chunking(split):
     """Checks at the steps ≡ 0 mod every, with the same values, however the run is cut into programs."""
@@ -240,11 +239,10 @@ def test_acceptance_checks_sit_on_global_steps_whatever_the_chunking(split):
     full = _run(config=RunConfig("sgld", 4, 60, 16, acceptance_every=every))
     np.testing.assert_array_equal(full.acceptance_steps, np.arange(0, 60, every))
     assert np.isfinite(full.acceptance).all() and (full.acceptance > 0).all()
-    parts = [full] if split == 0 else []
+    parts = [full]
     if split:
         a = _run(config=RunConfig("sgld", 4, split, 16, acceptance_every=every), return_state=True)
-        b = _run(config=RunConfig("sgld", 4, 60 - split, 16, acceptance_every=every), init_state=a.final_state)
-        parts = [a, b]
+        parts = [a, _run(config=RunConfig("sgld", 4, 60 - split, 16, acceptance_every=every), init_state=a.final_state)]
     steps = np.concatenate([p.acceptance_steps for p in parts])
     np.testing.assert_array_equal(steps, full.acceptance_steps)
     np.testing.assert_allclose(np.concatenate([p.acceptance for p in parts], 1), full.acceptance, rtol=1e-5)
