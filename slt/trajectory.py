@@ -392,6 +392,13 @@ def llc_trajectory(
         inner_bar = bool(progress) and config.num_steps * config.num_chains * max(map(len, groups), default=1) >= 20_000
         warned: list[int] = []
         size = max((len(g) for g in groups), default=1)
+        try:  # every group runs size × num_chains chains: check the devices divide them before any sampling
+            shard.chain_mesh(devices, size * config.num_chains)
+        except ValueError as err:
+            raise check.SLTInputError(
+                f"devices={devices!r}: {err} (each group runs {size} checkpoints × {config.num_chains} chains; "
+                "set checkpoints_per_group or num_chains so that the devices divide them, or leave devices=None)"
+            ) from None
         for chunk in groups:
             loaded = []
             for it in chunk:

@@ -84,6 +84,11 @@ def test_sharded_run_equals_single_device_run():
         traj_auto = slt.llc_trajectory(loss, ckpts, data, **kw)
         out["trajectory_equal"] = bool(np.array_equal(traj_one.llc_mean, traj_auto.llc_mean))
         out["trajectory_devices"] = [traj_one.timing[0]["num_devices"], traj_auto.timing[0]["num_devices"]]
+        try:  # 1 checkpoint × 1 chain per group cannot be split over 2 devices: an input error before sampling
+            slt.llc_trajectory(loss, ckpts, data, devices="all", **dict(kw, num_chains=1, checkpoints_per_group=1))
+            out["trajectory_devices_error"] = ""
+        except slt.SLTInputError as err:
+            out["trajectory_devices_error"] = str(err)
         print(json.dumps(out))
     """
     out = _subprocess(script, {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
@@ -96,6 +101,7 @@ def test_sharded_run_equals_single_device_run():
     assert out["per_chain_centers_equal"]
     assert out["odd_chains_error"] and out["odd_chains_auto"] is None
     assert out["trajectory_equal"] and out["trajectory_devices"] == [1, 2]  # checkpoint groups sharded too, same numbers
+    assert "1 checkpoints × 1 chains" in out["trajectory_devices_error"], out["trajectory_devices_error"]
 
 
 def test_automatic_devices_use_the_most_that_divide_the_chains():
