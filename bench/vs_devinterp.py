@@ -402,14 +402,17 @@ CONTENDERS = {  # name -> (worker side, SLT_CPU_DEVICES): slt as the CLI runs it
     "slt": ("slt", "auto"),
     "slt_1dev": ("slt", "off"),
 }
+#: the checkpoint job only: slt's second run with the persistent compilation cache warm (what the `slt` CLI does)
+CACHED = "slt_cached"
 
 
 def _worker(python: str, contender: str, spec_path: Path, seed: int, checkpoints: int = 0) -> dict:
-    side, cpu_devices = CONTENDERS[contender]
+    side, cpu_devices = CONTENDERS.get(contender) or ("slt", "auto")
     cmd = [python, str(Path(__file__).resolve()), "--worker", side, "--spec", str(spec_path), "--seed", str(seed)]
     if checkpoints:
         cmd += ["--checkpoints", str(checkpoints)]
-    env = dict(os.environ, SLT_COMPILATION_CACHE="off", PYTHONWARNINGS="ignore", TQDM_DISABLE="1",
+    cache = str(spec_path.parent / "xla-cache") if contender == CACHED else "off"
+    env = dict(os.environ, SLT_COMPILATION_CACHE=cache, PYTHONWARNINGS="ignore", TQDM_DISABLE="1",
                SLT_CPU_DEVICES=cpu_devices)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(ROOT))
     if proc.returncode:
@@ -418,10 +421,15 @@ def _worker(python: str, contender: str, spec_path: Path, seed: int, checkpoints
 
 
 def _interleaved(args, spec_path: Path, repeats: int, *, label: str, checkpoints: int = 0) -> dict:
-    """Every contender once per repeat, in turn, each in a fresh process: {contender: [result, ...]}."""
-    runs = {c: [] for c in CONTENDERS}
+    """Every contender once per repeat, in turn, each in a fresh process: {contender: [result, ...]}.
+
+    The checkpoint job adds slt with the persistent compilation cache, warmed by one untimed run first."""
+    contenders = list(CONTENDERS) + ([CACHED] if checkpoints else [])
+    runs = {c: [] for c in contenders}
+    if checkpoints:
+        _worker(sys.executable, CACHED, spec_path, seed=0, checkpoints=checkpoints)
     for r in range(repeats):
-        for side in CONTENDERS:
+        for side in contenders:
             python = args.bench_python if side == "devinterp" else sys.executable
             runs[side].append(_worker(python, side, spec_path, seed=r, checkpoints=checkpoints))
             print(f"{label} {side} repeat {r}: {json.dumps({k: v for k, v in runs[side][-1].items() if k != 'llc_per_chain'})}",
@@ -466,6 +474,9 @@ def main(argv=None) -> int:
             from slt.cpu import use_cpu_cores_from_env
 
             use_cpu_cores_from_env()  # as the slt CLI: SLT_CPU_DEVICES (set by _worker)
+            from slt.compilation_cache import enable_persistent_cache
+
+            enable_persistent_cache()  # as the slt CLI: SLT_COMPILATION_CACHE (set by _worker; "off" but for the cached job)
             res = run_slt_checkpoints(spec, args.seed, args.checkpoints) if args.checkpoints else run_slt(spec, args.seed)
         print(json.dumps(res))
         return 0
@@ -634,7 +645,11 @@ def render(rows: list[dict], job: dict | None, env: dict) -> str:
                 table += [(f"slt, {job[side][0]['method']} (compiled once), {label}", med(side, "wall_seconds")),
                           (f"slt, one program (checkpoints × chains, per-chain centers), {label}",
                            med(side, "one_program_wall_seconds"))]
-        best = min(t for _, t in table[1:])
+        best = min(t for _, t in table[1:])  # the verdict is on cold runs; the warm cache is reported beside it
+        warm = f"; {d / med(CACHED, 'wall_seconds'):.1f}× on a second run with the cache warm" if job.get(CACHED) else ""
+        if job.get(CACHED):
+            table.append((f"slt, {job[CACHED][0]['method']}, a second run with the persistent compilation cache warm "
+                          "(what the `slt` CLI does), one device per core", med(CACHED, "wall_seconds")))
         lines += [
             "",
             f"Whole job: LLC at {job['checkpoints']} checkpoints of the grokking MLP (random-init checkpoints; "
@@ -644,7 +659,8 @@ def render(rows: list[dict], job: dict | None, env: dict) -> str:
             "|---|---:|---:|",
             *[f"| {label} | {t:.1f} | {'1×' if i == 0 else f'**{d / t:.1f}×**'} |" for i, (label, t) in enumerate(table)],
             "",
-            f"Target ≥ 20× end to end: {'met' if d / best >= 20 else 'not met'} (best {d / best:.1f}×).",
+            f"Target ≥ 20× end to end: {'met' if d / best >= 20 else 'not met'} (best {d / best:.1f}× in a fresh "
+            f"process that compiles{warm}).",
         ]
         grok = next((r for r in rows if r["model"] == "grokking_mlp"), None)
         if grok and job.get("slt"):
