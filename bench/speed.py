@@ -252,9 +252,15 @@ def floor_program(model: Model):
     params = jax.tree.map(lambda x: jnp.broadcast_to(x, (model.num_chains,) + x.shape), model.params)
     raw = jax.random.key_data(jax.random.split(jax.random.key(0, impl=resolve(impl)), model.num_chains))
     args = (params, raw, jnp.float32(model.nbeta))
+    try:  # the same XLA code generation as slt's own programs (512-bit vectors on AMD AVX-512 CPUs)
+        from slt.cpu import cpu_compiler_options
+
+        options = cpu_compiler_options() if jax.default_backend() == "cpu" else {}
+    except ImportError:  # an older slt (--compare-before)
+        options = {}
     t0 = time.perf_counter()
     with jax.threefry_partitionable(partitionable):
-        compiled = jax.jit(run).lower(*args).compile()
+        compiled = jax.jit(run).lower(*args).compile(compiler_options=options or None)
     return (lambda: compiled(*args)), time.perf_counter() - t0
 
 
@@ -354,14 +360,47 @@ def sharding_speedup(name: str, chains: int, repeats: int) -> dict:
             **_trace_difference(last[1].loss_trace, last[None].loss_trace)}
 
 
-def sharding_in_subprocess(name: str, chains: int, repeats: int, cpu_devices: int | None = None) -> dict:
-    """:func:`sharding_speedup` in a fresh process given ``cpu_devices`` CPU devices (default one per core)."""
+def vector_width_speedup(name: str, chains: int, repeats: int) -> dict:
+    """The same SGLD run compiled with XLA's default vector width and with 512 bits (``SLT_CPU_VECTOR_WIDTH``),
+    interleaved, on the default devices."""
+    from slt.posterior import Hyperparameters
+    from slt.sampling import RunConfig, run_chains
+
+    model = make_model(name, num_chains=chains)
+    config = RunConfig("sgld", chains, model.num_steps, model.batch_size)
+    hp = Hyperparameters(model.step_size, model.nbeta, model.localization)
+    data = jax.tree.map(jnp.asarray, model.data)
+
+    def call(width):
+        os.environ["SLT_CPU_VECTOR_WIDTH"] = width  # read when the program compiles; cached per setting
+        return run_chains(model.loss_fn, model.params, data, hp, config=config, seed=0)
+
+    widths = ("xla", "512")
+    last = {w: call(w) for w in widths}  # compiles
+    times = {w: [] for w in widths}
+    for _ in range(repeats):
+        for w in widths:
+            last[w] = call(w)
+            times[w].append(last[w].sample_seconds)
+    ratios = np.asarray(times["xla"]) / np.asarray(times["512"])
+    return {"model": name, "chains": chains, "num_steps": model.num_steps, "devices": last["512"].extras["num_devices"],
+            "xla_s": float(np.median(times["xla"])), "w512_s": float(np.median(times["512"])),
+            "speedup": float(np.median(ratios)), **_trace_difference(last["xla"].loss_trace, last["512"].loss_trace)}
+
+
+def in_subprocess(function: str, name: str, chains: int, repeats: int, cpu_devices: int | None = None) -> dict:
+    """``speed.<function>(name, chains, repeats)`` in a fresh process given ``cpu_devices`` CPU devices (default one per core)."""
     script = ("import json, slt, sys; slt.use_cpu_cores(%r); sys.path.insert(0, %r); import speed; "
-              "print(json.dumps(speed.sharding_speedup(%r, %d, %d)))"
-              % (cpu_devices, str(Path(__file__).parent), name, chains, repeats))
+              "print(json.dumps(speed.%s(%r, %d, %d)))"
+              % (cpu_devices, str(Path(__file__).parent), function, name, chains, repeats))
     out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True,
                          env=dict(os.environ, SLT_COMPILATION_CACHE="off"))
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def sharding_in_subprocess(name: str, chains: int, repeats: int, cpu_devices: int | None = None) -> dict:
+    """:func:`sharding_speedup` in a fresh process given ``cpu_devices`` CPU devices (default one per core)."""
+    return in_subprocess("sharding_speedup", name, chains, repeats, cpu_devices)
 
 
 def _equality(row: dict) -> str:
@@ -421,7 +460,18 @@ def environment() -> dict:
         "python": platform.python_version(),
         "prng_impl": getattr(sampling, "DEFAULT_PRNG_IMPL", "threefry2x32"),
         "load": os.getloadavg()[0],
+        "xla_cpu_options": _xla_cpu_options(),
     }
+
+
+def _xla_cpu_options() -> str:
+    """slt's XLA options for CPU programs, as the tables print them ("XLA defaults" when none)."""
+    try:
+        from slt.cpu import cpu_compiler_options
+    except ImportError:
+        return "XLA defaults"
+    options = cpu_compiler_options() if jax.default_backend() == "cpu" else {}
+    return ", ".join(f"{k}={v}" for k, v in options.items()) or "XLA defaults"
 
 
 def table(rows: list[dict], before: list[dict] | None = None) -> str:
@@ -450,6 +500,36 @@ def table(rows: list[dict], before: list[dict] | None = None) -> str:
     return "\n".join(lines)
 
 
+def vector_width_main(names: list[str], args) -> int:
+    """Per model, in a fresh process with one CPU device per core (as the CLI): XLA's vector width against 512 bits."""
+    rows = []
+    for name in names:
+        row = in_subprocess("vector_width_speedup", name, args.chains, args.repeats)
+        row["chain_steps"] = row["chains"] * row["num_steps"]
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    env = environment()
+    lines = [
+        "XLA's CPU code with 512-bit vectors (`SLT_CPU_VECTOR_WIDTH=512`, slt's default on AMD CPUs with AVX-512) "
+        "against XLA's default width (`SLT_CPU_VECTOR_WIDTH=xla`): the same SGLD run, one CPU device per core as the "
+        f"`slt` command line, {args.chains} chains, no MALA checks, interleaved repeats in one process, medians of paired "
+        f"ratios. Machine: {env['cpu']}, {env['cores']} cores, load {env['load']:.1f}; jax {env['jax']}. Generated by "
+        "`python bench/speed.py --vector-width --write`.",
+        "",
+        "| model | chains × steps | devices | XLA default chain-steps/s | 512-bit chain-steps/s | speed-up | loss traces |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['chains']} × {r['num_steps']} | {r['devices']} | "
+                     f"{r['chain_steps'] / r['xla_s']:,.0f} | {r['chain_steps'] / r['w512_s']:,.0f} | "
+                     f"**{r['speedup']:.2f}×** | {_equality(r)} |")
+    text = "\n".join(lines)
+    print(text)
+    if args.write:
+        write_section("benchmarks.md", "speed-vector-width", text)
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="tms,grokking_mlp,dln_1e4,mlp_small,mlp_1m")
@@ -467,6 +547,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sharding", metavar="MODEL", help="measure the 2-device speed-up on MODEL (2 CPU devices on the same cores)")
     ap.add_argument("--cpu-cores", action="store_true",
                     help="SGLD on one device vs one device per core (slt.use_cpu_cores) for --models; --write adds the table")
+    ap.add_argument("--vector-width", action="store_true",
+                    help="SGLD compiled with XLA's default vector width vs 512 bits for --models; --write adds the table")
     args = ap.parse_args(argv)
     names = args.models.split(",")
     if args.render:
@@ -476,6 +558,8 @@ def main(argv=None) -> int:
 
     if args.cpu_cores:
         return cpu_cores_main(names, args)
+    if args.vector_width:
+        return vector_width_main(names, args)
 
     if args.sharding:
         res = sharding_in_subprocess(args.sharding, args.chains, args.repeats, cpu_devices=2)
@@ -548,7 +632,7 @@ def _emit(rows, before, env, args) -> None:
     if args.write:
         note = (
             f"Machine: {env['cpu']}, {env['cores']} cores (CPU backend, shared with other jobs: load "
-            f"{env['load']:.1f}); jax {env['jax']}, Python {env['python']}; PRNG `{env['prng_impl']}`. "
+            f"{env['load']:.1f}); jax {env['jax']}, Python {env['python']}; PRNG `{env['prng_impl']}`; XLA CPU code: {env.get('xla_cpu_options', 'XLA defaults')} (floor and SGLD alike). "
             "Generated by `python bench/speed.py --write`. The floor is the same scan × vmap program with "
             "the same minibatch gathering doing only `value_and_grad` and a gradient step. Each timed run lasts "
             "about a second; rates are medians of interleaved repeats in one process, ratios the median of each "

@@ -34,6 +34,7 @@ import numpy as np
 from jax.sharding import PartitionSpec as P
 
 from slt import sharding as shard
+from slt.cpu import cpu_compiler_options
 from slt.posterior import Hyperparameters, Target, make_target
 from slt.samplers.base import get_sampler
 
@@ -364,14 +365,17 @@ def compiled_program(loss_fn, log_prior, config: RunConfig, args: tuple, *, fres
     if legacy:
         args = tuple(args) + (np.int32(0), None, None)
     static = dict(loss_fn=loss_fn, log_prior=log_prior, config=config, fresh=fresh, return_states=return_states, mesh=mesh)
-    key = (loss_fn, log_prior, config, fresh, return_states, mesh, prng_impl(config), _abstract_key(args))
+    platform = mesh.devices.flat[0].platform if mesh is not None else jax.default_backend()
+    options = cpu_compiler_options() if platform == "cpu" else {}
+    key = (loss_fn, log_prior, config, fresh, return_states, mesh, prng_impl(config), _abstract_key(args),
+           tuple(sorted(options.items())))
     if key in _compiled_cache:
         _compiled_cache.move_to_end(key)
         compiled, seconds = _compiled_cache[key], 0.0
     else:
         start = time.perf_counter()
         with jax.threefry_partitionable(THREEFRY_PARTITIONABLE):
-            compiled = _jitted_program.lower(*args, **static).compile()
+            compiled = _jitted_program.lower(*args, **static).compile(compiler_options=options or None)
         seconds = time.perf_counter() - start
         _compiled_cache[key] = compiled
         if len(_compiled_cache) > _CACHE_SIZE:

@@ -170,6 +170,53 @@ def test_use_cpu_cores_keeps_a_forced_count_and_reads_the_cli_setting():
     assert out["off"] is None and "SLT_CPU_DEVICES" in out["env_error"] and "'many'" in out["env_error"]
 
 
+def test_vector_width_is_512_only_on_amd_avx512_unless_asked(tmp_path, monkeypatch):
+    from slt.cpu import VECTOR_WIDTH_ENV, cpu_compiler_options, cpu_identity, preferred_vector_width
+
+    avx512 = {"sse2", "avx2", "avx512f"}
+    assert preferred_vector_width("AuthenticAMD", avx512) == 512
+    assert preferred_vector_width("GenuineIntel", avx512) is None  # some Intel CPUs clock down for 512-bit code
+    assert preferred_vector_width("AuthenticAMD", {"sse2", "avx2"}) is None
+    assert preferred_vector_width("GenuineIntel", avx512, "512") == 512
+    assert preferred_vector_width("AuthenticAMD", {"avx2"}, "512") is None  # no AVX-512: nothing to prefer
+    assert preferred_vector_width("AuthenticAMD", avx512, " 256 ") == 256
+    assert preferred_vector_width("AuthenticAMD", avx512, "XLA") is None
+    with pytest.raises(ValueError, match=VECTOR_WIDTH_ENV):
+        preferred_vector_width("AuthenticAMD", avx512, "wide")
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx2 avx512f\n\n"
+                    "processor\t: 1\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu\n")
+    assert cpu_identity(str(info)) == ("AuthenticAMD", frozenset({"fpu", "sse2", "avx2", "avx512f"}))
+    assert cpu_identity(str(tmp_path / "missing")) == ("", frozenset())
+    monkeypatch.setenv(VECTOR_WIDTH_ENV, "256")
+    assert cpu_compiler_options() == {"xla_cpu_prefer_vector_width": 256}
+    monkeypatch.setenv(VECTOR_WIDTH_ENV, "xla")
+    assert cpu_compiler_options() == {}
+
+
+def test_sampling_programs_compile_with_the_cpu_options_and_the_same_numbers(monkeypatch):
+    seen = []
+    compile_lowered = jax.stages.Lowered.compile
+
+    def spy(self, compiler_options=None, **kw):
+        seen.append(dict(compiler_options or {}))
+        return compile_lowered(self, compiler_options=compiler_options, **kw)
+
+    monkeypatch.setattr(jax.stages.Lowered, "compile", spy)
+    x = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
+    loss = lambda w, b: jnp.mean(jnp.tanh(b["x"] @ w) ** 2)  # noqa: E731
+    hp = Hyperparameters(1e-3, 50.0, 1.0)
+    cfg = RunConfig("sgld", 2, 30, 16)
+    traces = {}
+    for width in ("256", "512"):
+        monkeypatch.setenv("SLT_CPU_VECTOR_WIDTH", width)
+        monkeypatch.setattr("slt.cpu.cpu_identity", lambda: ("AuthenticAMD", frozenset({"avx512f"})))
+        traces[width] = run_chains(loss, jnp.full(3, 0.5), {"x": x}, hp, config=cfg, seed=4).loss_trace
+    assert {"xla_cpu_prefer_vector_width": 256} in seen and {"xla_cpu_prefer_vector_width": 512} in seen
+    np.testing.assert_allclose(traces["256"], traces["512"], rtol=1e-5)  # code generation, not arithmetic
+
+
 MULTIHOST_WORKER = """
 import json, sys
 import jax
