@@ -366,7 +366,7 @@ def vector_width_speedup(name: str, chains: int, repeats: int) -> dict:
     from slt.posterior import Hyperparameters
     from slt.sampling import RunConfig, run_chains
 
-    model = make_model(name, num_chains=chains)
+    model = make_model(name, num_chains=chains, num_steps=FLOOR_STEPS.get(name))  # runs of about a second
     config = RunConfig("sgld", chains, model.num_steps, model.batch_size)
     hp = Hyperparameters(model.step_size, model.nbeta, model.localization)
     data = jax.tree.map(jnp.asarray, model.data)
