@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         epilog="Environment: SLT_CPU_DEVICES=auto|N|off (on a CPU, one JAX device per core so chains run in "
                "parallel; default auto), SLT_COMPILATION_CACHE=DIR|off (persistent XLA cache; default "
-               "~/.cache/slt-jax/xla).",
+               "~/.cache/slt-jax/xla), SLT_CPU_VECTOR_WIDTH=auto|512|256|xla (XLA's CPU vector width; auto: "
+               "512 bits on AMD CPUs with AVX-512).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
