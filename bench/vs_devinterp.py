@@ -417,7 +417,7 @@ CACHED = "slt_cached"
 
 
 def _worker(python: str, contender: str, spec_path: Path, seed: int, checkpoints: int = 0) -> dict:
-    side, cpu_devices = CONTENDERS.get(contender) or ("slt", "auto")
+    side, cpu_devices = {**CONTENDERS, CACHED: ("slt", "auto")}[contender]
     cmd = [python, str(Path(__file__).resolve()), "--worker", side, "--spec", str(spec_path), "--seed", str(seed)]
     if checkpoints:
         cmd += ["--checkpoints", str(checkpoints)]

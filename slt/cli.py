@@ -45,11 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from slt.compilation_cache import enable_persistent_cache
 
-    from slt.cpu import use_cpu_cores_from_env
+    from slt.cpu import cpu_compiler_options, use_cpu_cores_from_env
 
     enable_persistent_cache()  # SLT_COMPILATION_CACHE=dir or "off"; default ~/.cache/slt-jax/xla
     try:
         use_cpu_cores_from_env()  # SLT_CPU_DEVICES=auto|N|off; default one CPU device per core (chains sharded)
+        cpu_compiler_options()  # SLT_CPU_VECTOR_WIDTH checked now, not at the first compile
     except (ValueError, RuntimeError) as err:
         print(f"slt: error: {err}", file=sys.stderr)
         return 2

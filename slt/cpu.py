@@ -107,7 +107,11 @@ def use_cpu_cores_from_env(default: str = "auto") -> int | None:
 
 @functools.cache
 def cpu_identity(path: str = "/proc/cpuinfo") -> tuple[str, frozenset]:
-    """(vendor, instruction-set flags) of this machine's first CPU; ("", {}) where /proc/cpuinfo is missing."""
+    """(vendor, instruction-set flags) of this machine's first CPU, from /proc/cpuinfo.
+
+    ("", frozenset()) where there is none (not Linux); ARM CPUs have no ``vendor_id``
+    line and give "". Either way :func:`preferred_vector_width` keeps XLA's default.
+    """
     try:
         with open(path, encoding="utf-8", errors="replace") as fh:
             text = fh.read(1 << 16)
@@ -118,15 +122,16 @@ def cpu_identity(path: str = "/proc/cpuinfo") -> tuple[str, frozenset]:
     return (vendor.group(1) if vendor else ""), frozenset(flags.group(1).split() if flags else ())
 
 
-def preferred_vector_width(vendor: str, flags, setting: str = "auto") -> int | None:
+def preferred_vector_width(vendor: str, flags: frozenset[str] | set[str], setting: str = "auto") -> int | None:
     """The vector width (bits) for XLA's CPU code, or None for XLA's own choice (256 bits).
 
     "auto": 512 on AMD CPUs with AVX-512 (Zen 4 and later run 512-bit
     instructions at full clock, so the elementwise work of a step, noise and
     update, needs half the instructions; the grokking MLP's SGLD step ran
-    10-19% faster, no model slower, docs/performance.md); XLA's choice
-    elsewhere, since some Intel CPUs lower their clock for 512-bit code.
-    "512" or "256" force a width ("512" only where the CPU has AVX-512).
+    7-19% faster, the other benchmark models within ±3%, docs/performance.md);
+    XLA's choice elsewhere, since some Intel CPUs lower their clock for
+    512-bit code. "512" or "256" force a width; "512" on a CPU without
+    AVX-512 leaves XLA's default (there is no 512-bit code to prefer).
     """
     value = str(setting).strip().lower()
     if value not in ("auto", "512", "256", "xla"):

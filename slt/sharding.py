@@ -37,9 +37,7 @@ def resolve_devices(devices: Devices, num_chains: int) -> list | None:
     they do not divide ``num_chains``), an int k (the first k devices), a list
     of devices, or a :class:`Mesh` with a ``"chain"`` axis.
     """
-    if isinstance(devices, Mesh):
-        devs = list(devices.devices.flat)
-    elif devices is None:
+    if devices is None:
         available = jax.devices()
         if jax.process_count() > 1:  # every process must hold chains: all devices or none
             if num_chains % len(available):
@@ -48,19 +46,8 @@ def resolve_devices(devices: Devices, num_chains: int) -> list | None:
         else:
             count = max(k for k in range(1, len(available) + 1) if num_chains % k == 0)
             devs = available[:count]
-    elif isinstance(devices, str):
-        if devices != "all":
-            raise ValueError(f'devices must be None, "all", an int, a list of devices or a Mesh; got {devices!r}')
-        devs = jax.devices()
-    elif isinstance(devices, (int, np.integer)):
-        available = jax.devices()
-        if not 1 <= devices <= len(available):
-            raise ValueError(f"devices={devices}: there are {len(available)} devices")
-        devs = available[: int(devices)]
     else:
-        devs = list(devices)
-        if not devs:
-            raise ValueError("devices is an empty list")
+        devs = requested_devices(devices)
     if len(devs) == 1:
         return None
     if num_chains % len(devs):
@@ -68,6 +55,25 @@ def resolve_devices(devices: Devices, num_chains: int) -> list | None:
             f"num_chains={num_chains} is not divisible by the {len(devs)} devices; "
             f"use a multiple of {len(devs)} chains, or fewer devices"
         )
+    return devs
+
+
+def requested_devices(devices: Devices) -> list:
+    """The devices an explicit ``devices`` setting names ("all", an int k, a list, a Mesh); not None (automatic)."""
+    if isinstance(devices, Mesh):
+        return list(devices.devices.flat)
+    if isinstance(devices, str):
+        if devices != "all":
+            raise ValueError(f'devices must be None, "all", an int, a list of devices or a Mesh; got {devices!r}')
+        return jax.devices()
+    if isinstance(devices, (int, np.integer)):
+        available = jax.devices()
+        if not 1 <= devices <= len(available):
+            raise ValueError(f"devices={devices}: there are {len(available)} devices")
+        return available[: int(devices)]
+    devs = list(devices)
+    if not devs:
+        raise ValueError("devices is an empty list")
     return devs
 
 

@@ -192,6 +192,23 @@ def _balanced_groups(items: list, size: int) -> list[list]:
 # --------------------------------------------------------------------------
 
 
+def _check_group_devices(devices, group_size: int, num_chains: int) -> None:
+    """An :class:`SLTInputError` unless ``devices`` can split ``group_size`` × ``num_chains`` chains evenly."""
+    if devices is None:  # automatic: the most devices that divide the chains, never an error
+        return
+    try:
+        count = len(shard.requested_devices(devices))
+    except ValueError as err:
+        raise check.SLTInputError(str(err)) from None
+    total = group_size * num_chains
+    if total % count:
+        raise check.SLTInputError(
+            f"devices={devices!r}: {count} devices cannot split a group of {group_size} checkpoint(s) × "
+            f"{num_chains} chain(s) = {total} chains evenly; set checkpoints_per_group or num_chains so that "
+            f"{count} divides their product, or leave devices=None"
+        )
+
+
 def _sample_group(loss_fn, params_list, data, config: LLCConfig, *, group_size: int, acceptance_checks: int,
                   progress: bool | None, desc: str, devices=None) -> tuple[list[sampling.SamplingResult], float, float]:
     """Run ``group_size`` × K chains (the group padded with its last checkpoint), sharded over ``devices``
@@ -392,13 +409,8 @@ def llc_trajectory(
         inner_bar = bool(progress) and config.num_steps * config.num_chains * max(map(len, groups), default=1) >= 20_000
         warned: list[int] = []
         size = max((len(g) for g in groups), default=1)
-        try:  # every group runs size × num_chains chains: check the devices divide them before any sampling
-            shard.chain_mesh(devices, size * config.num_chains)
-        except ValueError as err:
-            raise check.SLTInputError(
-                f"devices={devices!r}: {err} (each group runs {size} checkpoints × {config.num_chains} chains; "
-                "set checkpoints_per_group or num_chains so that the devices divide them, or leave devices=None)"
-            ) from None
+        if groups:  # every group runs size × num_chains chains: check the devices before any sampling
+            _check_group_devices(devices, size, config.num_chains)
         for chunk in groups:
             loaded = []
             for it in chunk:

@@ -143,6 +143,11 @@ def test_bad_cpu_devices_setting_one_line(capsys, monkeypatch):
     one_line_error(capsys, ["detect", "--help"], "slt: error: SLT_CPU_DEVICES")
 
 
+def test_bad_vector_width_setting_one_line(capsys, monkeypatch):
+    monkeypatch.setenv("SLT_CPU_VECTOR_WIDTH", "wide")  # refused at start-up, not at the first compile
+    one_line_error(capsys, ["detect", "--help"], "slt: error: SLT_CPU_VECTOR_WIDTH")
+
+
 @pytest.mark.parametrize("command", ["demo", "llc", "detect"])
 def test_help_shows_defaults(command, capsys):
     with pytest.raises(SystemExit) as e:

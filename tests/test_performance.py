@@ -89,6 +89,12 @@ def test_sharded_run_equals_single_device_run():
             out["trajectory_devices_error"] = ""
         except slt.SLTInputError as err:
             out["trajectory_devices_error"] = str(err)
+        import tempfile
+        store = tempfile.mkdtemp() + "/traj.jsonl"
+        fine = dict(kw, num_chains=1, checkpoints_per_group=2)  # 2 checkpoints × 1 chain: 2 devices split them
+        slt.llc_trajectory(loss, ckpts[:2], data, devices="all", out=store, **fine)
+        resumed = slt.llc_trajectory(loss, ckpts[:2], data, devices="all", out=store, **fine)  # nothing left to run
+        out["resumed_done"] = len(resumed.steps)
         print(json.dumps(out))
     """
     out = _subprocess(script, {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
@@ -101,7 +107,8 @@ def test_sharded_run_equals_single_device_run():
     assert out["per_chain_centers_equal"]
     assert out["odd_chains_error"] and out["odd_chains_auto"] is None
     assert out["trajectory_equal"] and out["trajectory_devices"] == [1, 2]  # checkpoint groups sharded too, same numbers
-    assert "1 checkpoints × 1 chains" in out["trajectory_devices_error"], out["trajectory_devices_error"]
+    assert "2 devices cannot split a group of 1 checkpoint(s) × 1 chain(s)" in out["trajectory_devices_error"]
+    assert out["resumed_done"] == 2  # a finished store resumes without a devices check on an empty group
 
 
 def test_automatic_devices_use_the_most_that_divide_the_chains():
