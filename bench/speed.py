@@ -253,14 +253,14 @@ def floor_program(model: Model):
     raw = jax.random.key_data(jax.random.split(jax.random.key(0, impl=resolve(impl)), model.num_chains))
     args = (params, raw, jnp.float32(model.nbeta))
     try:  # the same XLA code generation as slt's own programs (512-bit vectors on AMD AVX-512 CPUs)
-        from slt.cpu import cpu_compiler_options
+        from slt.cpu import compile_lowered, cpu_compiler_options
 
         options = cpu_compiler_options() if jax.default_backend() == "cpu" else {}
     except ImportError:  # an older slt (--compare-before)
-        options = {}
+        options, compile_lowered = {}, lambda lowered, _: lowered.compile()  # noqa: E731
     t0 = time.perf_counter()
     with jax.threefry_partitionable(partitionable):
-        compiled = jax.jit(run).lower(*args).compile(compiler_options=options or None)
+        compiled = compile_lowered(jax.jit(run).lower(*args), options)
     return (lambda: compiled(*args)), time.perf_counter() - t0
 
 

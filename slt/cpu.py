@@ -149,3 +149,24 @@ def cpu_compiler_options() -> dict:
     :func:`preferred_vector_width`). Empty when XLA's defaults apply."""
     width = preferred_vector_width(*cpu_identity(), os.environ.get(VECTOR_WIDTH_ENV, "auto"))
     return {} if width is None else {"xla_cpu_prefer_vector_width": width}
+
+
+_rejected_options: set = set()  # option names this XLA does not know (an older or newer jaxlib)
+
+
+def compile_lowered(lowered, options: dict):
+    """``lowered.compile(compiler_options=options)``; without the options if this XLA does not know one of them.
+
+    The options only choose code generation, so a jaxlib without them compiles the same program with its
+    defaults instead of failing (once per option name; later compiles skip it).
+    """
+    options = {k: v for k, v in options.items() if k not in _rejected_options}
+    if not options:
+        return lowered.compile()
+    try:
+        return lowered.compile(compiler_options=options)
+    except jax.errors.JaxRuntimeError as err:
+        if "No such compile option" not in str(err):
+            raise
+        _rejected_options.update(options)
+        return lowered.compile()

@@ -34,7 +34,7 @@ import numpy as np
 from jax.sharding import PartitionSpec as P
 
 from slt import sharding as shard
-from slt.cpu import cpu_compiler_options
+from slt.cpu import compile_lowered, cpu_compiler_options
 from slt.posterior import Hyperparameters, Target, make_target
 from slt.samplers.base import get_sampler
 
@@ -375,7 +375,7 @@ def compiled_program(loss_fn, log_prior, config: RunConfig, args: tuple, *, fres
     else:
         start = time.perf_counter()
         with jax.threefry_partitionable(THREEFRY_PARTITIONABLE):
-            compiled = _jitted_program.lower(*args, **static).compile(compiler_options=options or None)
+            compiled = compile_lowered(_jitted_program.lower(*args, **static), options)
         seconds = time.perf_counter() - start
         _compiled_cache[key] = compiled
         if len(_compiled_cache) > _CACHE_SIZE:

@@ -224,6 +224,18 @@ def test_sampling_programs_compile_with_the_cpu_options_and_the_same_numbers(mon
     np.testing.assert_allclose(traces["256"], traces["512"], rtol=1e-5)  # code generation, not arithmetic
 
 
+def test_an_option_this_xla_does_not_know_is_dropped_not_fatal(monkeypatch):
+    import slt.cpu
+
+    monkeypatch.setattr(slt.cpu, "_rejected_options", set())
+    monkeypatch.setattr("slt.sampling.cpu_compiler_options", lambda: {"xla_cpu_option_from_the_future": 1})
+    x = np.linspace(-1, 1, 32, dtype=np.float32)[:, None]
+    res = run_chains(lambda w, b: jnp.mean((b["x"] @ w) ** 2), jnp.ones(1), {"x": x}, Hyperparameters(1e-3, 10.0, 1.0),
+                     config=RunConfig("sgld", 1, 5, 8), seed=0)
+    assert np.isfinite(res.loss_trace).all()
+    assert slt.cpu._rejected_options == {"xla_cpu_option_from_the_future"}  # remembered: later compiles skip it
+
+
 MULTIHOST_WORKER = """
 import json, sys
 import jax
