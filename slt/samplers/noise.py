@@ -1,6 +1,7 @@
 """Gaussian noise for the samplers: one flat draw per step for the whole pytree.
 
-One ``jax.random.normal`` call of the total parameter count, sliced into the
+One Gaussian draw of the total parameter count (:func:`standard_normal`:
+``jax.random.normal``'s, with a cheaper erf⁻¹ for float32), sliced into the
 leaves, instead of one key split and one RNG call per leaf (blackjax's
 ``generate_gaussian_noise``): fewer, larger kernels, and the same noise for a
 pytree however its leaves are split. The generator is the key's PRNG
@@ -13,6 +14,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def tree_normal(rng_key, tree):
@@ -24,12 +26,52 @@ def tree_normal(rng_key, tree):
     if not jnp.issubdtype(dtype, jnp.floating):
         dtype = jnp.float32
     sizes = [math.prod(jnp.shape(x)) for x in leaves]
-    flat = jax.random.normal(rng_key, (sum(sizes),), dtype)
+    flat = standard_normal(rng_key, (sum(sizes),), dtype)
     out, start = [], 0
     for x, size in zip(leaves, sizes):
         out.append(flat[start : start + size].reshape(jnp.shape(x)).astype(jnp.result_type(x)))
         start += size
     return jax.tree.unflatten(treedef, out)
+
+
+# ----------------------------------------------------------------------------
+# the Gaussian transform
+# ----------------------------------------------------------------------------
+
+# Giles (2010), "Approximating the erfinv function" (GPU Computing Gems), single precision: the polynomials
+# XLA's ErfInv uses, in w - 2.5 for w < 5 and in sqrt(w) - 3 beyond, w = -log(1 - x²).
+_ERFINV_CENTRAL = (2.81022636e-08, 3.43273939e-07, -3.5233877e-06, -4.39150654e-06, 0.00021858087,
+                   -0.00125372503, -0.00417768164, 0.246640727, 1.50140941)
+_ERFINV_TAIL = (-0.000200214257, 0.000100950558, 0.00134934322, -0.00367342844, 0.00573950773,
+                -0.0076224613, 0.00943887047, 1.00167406, 2.83297682)
+
+
+def erfinv_f32(x):
+    """erf⁻¹(x) for float32 x in (-1, 1): Giles' polynomials in w = -log((1 - x)(1 + x)).
+
+    XLA's own ErfInv takes w = -log1p(-x²); on CPU its log1p costs about as
+    much as the rest of the Gaussian draw together, and the SGLD step of the
+    grokking MLP is 5% faster with log((1 - x)(1 + x)) (docs/performance.md).
+    It is also more accurate: max relative error 2.5e-7 against erf⁻¹ in
+    float64, XLA's 5.8e-6, on a grid of 2·10⁶ points in (-1, 1).
+    """
+    w = -jnp.log((1.0 - x) * (1.0 + x))
+    central = w < 5.0
+    t = jnp.where(central, w - 2.5, jnp.sqrt(w) - 3.0)
+    p = jnp.where(central, jnp.float32(_ERFINV_CENTRAL[0]), jnp.float32(_ERFINV_TAIL[0]))
+    for c, d in zip(_ERFINV_CENTRAL[1:], _ERFINV_TAIL[1:]):
+        p = jnp.where(central, jnp.float32(c), jnp.float32(d)) + p * t
+    return p * x
+
+
+def standard_normal(rng_key, shape, dtype=jnp.float32):
+    """N(0, 1) values: ``jax.random.normal``'s draw (u uniform on (-1, 1), z = √2·erf⁻¹(u)) with
+    :func:`erfinv_f32` for float32; other dtypes are ``jax.random.normal`` itself."""
+    if jnp.dtype(dtype) != jnp.float32:
+        return jax.random.normal(rng_key, shape, dtype)
+    lo = np.nextafter(np.float32(-1.0), np.float32(0.0))
+    u = jax.random.uniform(rng_key, shape, jnp.float32, lo, 1.0)
+    return jnp.float32(math.sqrt(2.0)) * erfinv_f32(u)
 
 
 # ----------------------------------------------------------------------------
