@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import functools
 import hashlib
 import json
 import math
@@ -209,29 +210,44 @@ def _check_group_devices(devices, group_size: int, num_chains: int) -> None:
         )
 
 
+@functools.lru_cache(maxsize=8)
+def _group_keys(seed: int, num_chains: int, impl: str, group_size: int) -> np.ndarray:
+    """Raw chain keys for a group: checkpoint g's K chains get the keys estimate_llc(seed=seed) would give them
+    (the same for every group, so computed once per sweep)."""
+    keys = np.tile(sampling.chain_keys(seed, num_chains, impl), (group_size, 1))
+    keys.flags.writeable = False
+    return keys
+
+
+def _place_data(data, mesh):
+    """The data on the devices once for the whole sweep: replicated over ``mesh``'s devices, or on the default one."""
+    if mesh is None:
+        return jax.tree.map(jnp.asarray, data)
+    return shard.put(data, shard.replicated(mesh))
+
+
 def _sample_group(loss_fn, params_list, data, config: LLCConfig, *, group_size: int, acceptance_checks: int,
-                  progress: bool | None, desc: str, devices=None) -> tuple[list[sampling.SamplingResult], float, float]:
-    """Run ``group_size`` × K chains (the group padded with its last checkpoint), sharded over ``devices``
-    as :func:`slt.sampling.run_chains` does; per-checkpoint results."""
+                  progress: bool | None, desc: str, mesh=None) -> tuple[list[sampling.SamplingResult], float, float]:
+    """Run ``group_size`` × K chains (the group padded with its last checkpoint), sharded over ``mesh``
+    as :func:`slt.sampling.run_chains` does (``data`` already placed, :func:`_place_data`); per-checkpoint results."""
     k = config.num_chains
     real = len(params_list)
     padded = list(params_list) + [params_list[-1]] * (group_size - real)
-    # stacked on the host: one transfer per leaf instead of a dispatched (and compiled) stack per leaf and shape
-    centers = jax.tree.map(lambda *xs: jnp.asarray(np.repeat(np.stack([np.asarray(x) for x in xs]), k, axis=0)), *padded)
+    # built on the host and sent once, shard by shard: a device array resharded over the mesh would compile a
+    # slicing program per leaf shape
+    centers = jax.tree.map(lambda *xs: np.repeat(np.stack([np.asarray(x) for x in xs]), k, axis=0), *padded)
     dtype = jnp.result_type(*jax.tree.leaves(centers))
     total = group_size * k
-    hyper = Hyperparameters(*(jnp.full((total,), v, dtype) for v in (config.step_size, config.nbeta, config.localization)))
+    hyper = Hyperparameters(*(np.full((total,), v, dtype) for v in (config.step_size, config.nbeta, config.localization)))
     rc = dataclasses.replace(
         run_config(config, acceptance_checks=acceptance_checks, progress=progress),
         num_chains=total, center_per_chain=True,
     )
-    # checkpoint g's K chains get the keys estimate_llc(seed=seed) would give them
-    keys = jnp.asarray(np.tile(sampling.chain_keys(config.seed, k, sampling.prng_impl(rc)), (group_size, 1)))
-    data = jax.tree.map(jnp.asarray, data)
-    mesh = shard.chain_mesh(devices, total)
+    keys = _group_keys(config.seed, k, sampling.prng_impl(rc), group_size)
     if mesh is not None:  # chains split over the devices, data replicated (same numbers up to float32 rounding)
         centers, hyper, keys = shard.put((centers, hyper, keys), shard.per_chain(mesh))
-        data = shard.put(data, shard.replicated(mesh))
+    else:
+        centers, hyper, keys = jax.tree.map(jnp.asarray, (centers, hyper, keys))
     args = (centers, None, data, hyper, keys)
     compiled, compile_seconds = sampling.compiled_program(loss_fn, None, rc, args, mesh=mesh)
     bar = None
@@ -409,8 +425,11 @@ def llc_trajectory(
         inner_bar = bool(progress) and config.num_steps * config.num_chains * max(map(len, groups), default=1) >= 20_000
         warned: list[int] = []
         size = max((len(g) for g in groups), default=1)
+        mesh = device_data = None
         if groups:  # every group runs size × num_chains chains: check the devices before any sampling
             _check_group_devices(devices, size, config.num_chains)
+            mesh = shard.chain_mesh(devices, size * config.num_chains)
+            device_data = _place_data(data, mesh)
         for chunk in groups:
             loaded = []
             for it in chunk:
@@ -428,9 +447,9 @@ def llc_trajectory(
             if not loaded:
                 continue
             runs, _, _ = _sample_group(
-                loss_fn, [p for _, p in loaded], data, config, group_size=size, acceptance_checks=acceptance_checks,
-                progress=inner_bar,
-                desc=f"steps {loaded[0][0].step}..{loaded[-1][0].step}", devices=devices,
+                loss_fn, [p for _, p in loaded], device_data, config, group_size=size,
+                acceptance_checks=acceptance_checks, progress=inner_bar,
+                desc=f"steps {loaded[0][0].step}..{loaded[-1][0].step}", mesh=mesh,
             )
             for (it, params), run in zip(loaded, runs):
                 init_loss = full_data_loss(loss_fn, params, data)
