@@ -253,11 +253,16 @@ def floor_program(model: Model):
     raw = jax.random.key_data(jax.random.split(jax.random.key(0, impl=resolve(impl)), model.num_chains))
     args = (params, raw, jnp.float32(model.nbeta))
     try:  # the same XLA code generation as slt's own programs (512-bit vectors on AMD AVX-512 CPUs)
-        from slt.cpu import compile_lowered, cpu_compiler_options
+        from slt.cpu import cpu_compiler_options
 
         options = cpu_compiler_options() if jax.default_backend() == "cpu" else {}
     except ImportError:  # an older slt (--compare-before)
-        options, compile_lowered = {}, lambda lowered, _: lowered.compile()  # noqa: E731
+        options = {}
+    try:
+        from slt.cpu import compile_lowered
+    except ImportError:  # an slt that passed its options straight to compile
+        def compile_lowered(lowered, options):
+            return lowered.compile(compiler_options=options or None)
     t0 = time.perf_counter()
     with jax.threefry_partitionable(partitionable):
         compiled = compile_lowered(jax.jit(run).lower(*args), options)
@@ -467,11 +472,12 @@ def environment() -> dict:
 def _xla_cpu_options() -> str:
     """slt's XLA options for CPU programs, as the tables print them ("XLA defaults" when none)."""
     try:
-        from slt.cpu import cpu_compiler_options
+        from slt import cpu
     except ImportError:
         return "XLA defaults"
-    options = cpu_compiler_options() if jax.default_backend() == "cpu" else {}
-    return ", ".join(f"{k}={v}" for k, v in options.items()) or "XLA defaults"
+    options = cpu.cpu_compiler_options() if jax.default_backend() == "cpu" else {}
+    rejected = getattr(cpu, "_rejected_options", set())  # options this XLA refused are not in force
+    return ", ".join(f"{k}={v}" for k, v in options.items() if k not in rejected) or "XLA defaults"
 
 
 def table(rows: list[dict], before: list[dict] | None = None) -> str:

@@ -160,13 +160,14 @@ def compile_lowered(lowered, options: dict):
     The options only choose code generation, so a jaxlib without them compiles the same program with its
     defaults instead of failing (once per option name; later compiles skip it).
     """
-    options = {k: v for k, v in options.items() if k not in _rejected_options}
-    if not options:
-        return lowered.compile()
-    try:
-        return lowered.compile(compiler_options=options)
-    except jax.errors.JaxRuntimeError as err:
-        if "No such compile option" not in str(err):
-            raise
-        _rejected_options.update(options)
-        return lowered.compile()
+    while True:
+        options = {k: v for k, v in options.items() if k not in _rejected_options}
+        if not options:
+            return lowered.compile()
+        try:
+            return lowered.compile(compiler_options=options)
+        except jax.errors.JaxRuntimeError as err:
+            unknown = re.search(r"No such compile option: '([^']+)'", str(err))
+            if unknown is None or unknown.group(1) not in options:
+                raise
+            _rejected_options.add(unknown.group(1))  # drop it, keep the others, try again

@@ -210,10 +210,15 @@ def _check_group_devices(devices, group_size: int, num_chains: int) -> None:
         )
 
 
-@functools.lru_cache(maxsize=8)
 def _group_keys(seed: int, num_chains: int, impl: str, group_size: int) -> np.ndarray:
     """Raw chain keys for a group: checkpoint g's K chains get the keys estimate_llc(seed=seed) would give them
-    (the same for every group, so computed once per sweep)."""
+    (the same for every group, so computed once per sweep; JAX's threefry setting is part of the cache key)."""
+    return _cached_group_keys(seed, num_chains, impl, group_size, bool(jax.config.jax_threefry_partitionable))
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_group_keys(seed: int, num_chains: int, impl: str, group_size: int, partitionable: bool) -> np.ndarray:
+    del partitionable  # only a cache key: chain_keys reads the setting itself
     keys = np.tile(sampling.chain_keys(seed, num_chains, impl), (group_size, 1))
     keys.flags.writeable = False
     return keys

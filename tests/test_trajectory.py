@@ -67,6 +67,7 @@ def test_grouped_equals_one_at_a_time(reference):
         grouped = llc_trajectory(loss_fn, CKPTS, DATA, checkpoints_per_group=2, progress=False, **HP)
     # 6 checkpoints → 3 groups of 2: 2 checkpoints × 2 chains vmapped in one compiled program
     assert [t["group_size"] for t in grouped.timing] == [2] * 6
+    assert not any(t["compile_seconds"] for t in grouped.timing[2:])  # one program for every group (at most the first compiles)
     np.testing.assert_array_equal(grouped.steps, STEPS)
     np.testing.assert_allclose(grouped.llc_per_chain, reference.llc_per_chain, rtol=1e-4, atol=1e-5)
     assert np.all(np.isfinite(reference.llc_mean))

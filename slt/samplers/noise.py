@@ -47,7 +47,8 @@ _ERFINV_TAIL = (-0.000200214257, 0.000100950558, 0.00134934322, -0.00367342844, 
 
 
 def erfinv_f32(x):
-    """erf⁻¹(x) for float32 x in (-1, 1): Giles' polynomials in w = -log((1 - x)(1 + x)).
+    """erf⁻¹(x) for float32 x in the open interval (-1, 1) (at ±1 it is not ±inf; the uniforms of
+    :func:`standard_normal` never reach ±1): Giles' polynomials in w = -log((1 - x)(1 + x)).
 
     XLA's own ErfInv takes w = -log1p(-x²); on CPU its log1p costs about as
     much as the rest of the Gaussian draw together, and the SGLD step of the
