@@ -255,7 +255,7 @@ def floor_program(model: Model):
     try:  # the same XLA code generation as slt's own programs (512-bit vectors on AMD AVX-512 CPUs)
         from slt.cpu import cpu_compiler_options
 
-        options = cpu_compiler_options() if jax.default_backend() == "cpu" else {}
+        options = cpu_compiler_options(jax.default_backend())
     except ImportError:  # an older slt (--compare-before)
         options = {}
     try:
@@ -472,12 +472,11 @@ def environment() -> dict:
 def _xla_cpu_options() -> str:
     """slt's XLA options for CPU programs, as the tables print them ("XLA defaults" when none)."""
     try:
-        from slt import cpu
+        from slt.cpu import cpu_compiler_options
     except ImportError:
         return "XLA defaults"
-    options = cpu.cpu_compiler_options() if jax.default_backend() == "cpu" else {}
-    rejected = getattr(cpu, "_rejected_options", set())  # options this XLA refused are not in force
-    return ", ".join(f"{k}={v}" for k, v in options.items() if k not in rejected) or "XLA defaults"
+    options = cpu_compiler_options(jax.default_backend())  # the options in force (none refused by this XLA)
+    return ", ".join(f"{k}={v}" for k, v in options.items()) or "XLA defaults"
 
 
 def table(rows: list[dict], before: list[dict] | None = None) -> str:

@@ -144,14 +144,17 @@ def preferred_vector_width(vendor: str, flags: frozenset[str] | set[str], settin
     return int(value)
 
 
-def cpu_compiler_options() -> dict:
-    """XLA options for slt's CPU sampling programs (``SLT_CPU_VECTOR_WIDTH``, default "auto"; see
-    :func:`preferred_vector_width`). Empty when XLA's defaults apply."""
-    width = preferred_vector_width(*cpu_identity(), os.environ.get(VECTOR_WIDTH_ENV, "auto"))
-    return {} if width is None else {"xla_cpu_prefer_vector_width": width}
-
-
 _rejected_options: set = set()  # option names this XLA does not know (an older or newer jaxlib)
+
+
+def cpu_compiler_options(platform: str = "cpu") -> dict:
+    """XLA options for slt's sampling programs on ``platform`` (``SLT_CPU_VECTOR_WIDTH``, default "auto"; see
+    :func:`preferred_vector_width`). Empty off the CPU, when XLA's defaults apply, or when this XLA refused
+    the option (:func:`compile_lowered`): the options in force."""
+    width = preferred_vector_width(*cpu_identity(), os.environ.get(VECTOR_WIDTH_ENV, "auto"))
+    if platform != "cpu" or width is None:
+        return {}
+    return {k: v for k, v in {"xla_cpu_prefer_vector_width": width}.items() if k not in _rejected_options}
 
 
 def compile_lowered(lowered, options: dict):

@@ -366,7 +366,7 @@ def compiled_program(loss_fn, log_prior, config: RunConfig, args: tuple, *, fres
         args = tuple(args) + (np.int32(0), None, None)
     static = dict(loss_fn=loss_fn, log_prior=log_prior, config=config, fresh=fresh, return_states=return_states, mesh=mesh)
     platform = mesh.devices.flat[0].platform if mesh is not None else jax.default_backend()
-    options = cpu_compiler_options() if platform == "cpu" else {}
+    options = cpu_compiler_options(platform)
     key = (loss_fn, log_prior, config, fresh, return_states, mesh, prng_impl(config), _abstract_key(args),
            tuple(sorted(options.items())))
     if key in _compiled_cache:

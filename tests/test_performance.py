@@ -198,11 +198,14 @@ def test_vector_width_is_512_only_on_amd_avx512_unless_asked(tmp_path, monkeypat
     assert cpu_identity(str(tmp_path / "missing")) == ("", frozenset())
     monkeypatch.setenv(VECTOR_WIDTH_ENV, "256")
     assert cpu_compiler_options() == {"xla_cpu_prefer_vector_width": 256}
+    assert cpu_compiler_options("gpu") == {}  # CPU code generation only
     monkeypatch.setenv(VECTOR_WIDTH_ENV, "xla")
     assert cpu_compiler_options() == {}
 
 
-def test_sampling_programs_compile_with_the_cpu_options_and_the_same_numbers(monkeypatch):
+@pytest.fixture
+def compile_options_seen(monkeypatch):
+    """The ``compiler_options`` of every ``Lowered.compile`` call from here on, in order."""
     seen = []
     compile_lowered = jax.stages.Lowered.compile
 
@@ -211,6 +214,10 @@ def test_sampling_programs_compile_with_the_cpu_options_and_the_same_numbers(mon
         return compile_lowered(self, compiler_options=compiler_options, **kw)
 
     monkeypatch.setattr(jax.stages.Lowered, "compile", spy)
+    return seen
+
+
+def test_sampling_programs_compile_with_the_cpu_options_and_the_same_numbers(monkeypatch, compile_options_seen):
     x = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
     loss = lambda w, b: jnp.mean(jnp.tanh(b["x"] @ w) ** 2)  # noqa: E731
     hp = Hyperparameters(1e-3, 50.0, 1.0)
@@ -220,32 +227,28 @@ def test_sampling_programs_compile_with_the_cpu_options_and_the_same_numbers(mon
         monkeypatch.setenv("SLT_CPU_VECTOR_WIDTH", width)
         monkeypatch.setattr("slt.cpu.cpu_identity", lambda: ("AuthenticAMD", frozenset({"avx512f"})))
         traces[width] = run_chains(loss, jnp.full(3, 0.5), {"x": x}, hp, config=cfg, seed=4).loss_trace
+    seen = compile_options_seen
     assert {"xla_cpu_prefer_vector_width": 256} in seen and {"xla_cpu_prefer_vector_width": 512} in seen
     np.testing.assert_allclose(traces["256"], traces["512"], rtol=1e-5)  # code generation, not arithmetic
 
 
-def test_an_option_this_xla_does_not_know_is_dropped_not_fatal(monkeypatch):
+def test_an_option_this_xla_does_not_know_is_dropped_not_fatal(monkeypatch, compile_options_seen):
     import slt.cpu
 
     monkeypatch.setattr(slt.cpu, "_rejected_options", set())
-    monkeypatch.setattr("slt.sampling.cpu_compiler_options", lambda: {"xla_cpu_option_from_the_future": 1})
+    monkeypatch.setattr("slt.sampling.cpu_compiler_options", lambda platform: {"xla_cpu_option_from_the_future": 1})
     x = np.linspace(-1, 1, 32, dtype=np.float32)[:, None]
     res = run_chains(lambda w, b: jnp.mean((b["x"] @ w) ** 2), jnp.ones(1), {"x": x}, Hyperparameters(1e-3, 10.0, 1.0),
                      config=RunConfig("sgld", 1, 5, 8), seed=0)
     assert np.isfinite(res.loss_trace).all()
     assert slt.cpu._rejected_options == {"xla_cpu_option_from_the_future"}  # remembered: later compiles skip it
 
-    seen = []
-    compile_lowered = jax.stages.Lowered.compile
-
-    def spy(self, compiler_options=None, **kw):
-        seen.append(dict(compiler_options or {}))
-        return compile_lowered(self, compiler_options=compiler_options, **kw)
-
-    monkeypatch.setattr(jax.stages.Lowered, "compile", spy)
     lowered = jax.jit(lambda v: v + 1).lower(jnp.ones(3))
     slt.cpu.compile_lowered(lowered, {"xla_cpu_option_from_the_past": 1, "xla_cpu_prefer_vector_width": 256})
-    assert seen[-1] == {"xla_cpu_prefer_vector_width": 256}  # only the unknown option is dropped
+    assert compile_options_seen[-1] == {"xla_cpu_prefer_vector_width": 256}  # only the unknown option is dropped
+    monkeypatch.setenv("SLT_CPU_VECTOR_WIDTH", "256")
+    monkeypatch.setattr(slt.cpu, "_rejected_options", {"xla_cpu_prefer_vector_width"})
+    assert slt.cpu.cpu_compiler_options() == {}  # a refused option is not reported as in force
 
 
 MULTIHOST_WORKER = """
