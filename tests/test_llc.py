@@ -14,7 +14,7 @@ import pytest
 import slt
 from slt.posterior import Hyperparameters
 from slt.sampling import RunConfig, run_chains
-from tests.exact import normal_crossing_w1sq_w2sq, quadratic
+from tests.exact import normal_crossing_w1sq_w2sq, quadratic, rank0_linear_net
 
 Z_TOL = 4.0  # |estimate - exact| ≤ 4 standard errors: fails by chance with p < 1e-4
 DUMMY = jnp.zeros((1, 1))  # data for potentials that do not depend on data
@@ -68,6 +68,21 @@ def test_psgld_adapting_throughout_is_biased_and_freezing_fixes_it():
     adapting = slt.estimate_llc(crossing_loss, jnp.zeros(2), DUMMY, **kwargs)
     exact = normal_crossing_w1sq_w2sq(t)
     assert adapting.llc_mean - exact > Z_TOL * standard_error(adapting)
+
+
+def test_mala_matches_exact_rank0_linear_network():
+    """K = ‖W₁W₂‖² at W = 0 (a 2→2→3 linear net, d = 10) at t = 100: exact t·E_t[K] = 1.7626 by quadrature.
+
+    A singular point whose finite-t value is neither Aoyagi's λ = 2 nor the d/4 = 2.5 of a homogeneous
+    quartic; the same formula gives the [100, 100, 100] network of docs/calibration.md.
+    """
+    loss = lambda p, batch: jnp.sum((p["w1"] @ p["w2"]) ** 2) + 0.0 * jnp.sum(batch)
+    params = {"w1": jnp.zeros((2, 2)), "w2": jnp.zeros((2, 3))}
+    result = slt.estimate_llc(loss, params, DUMMY, step_size=2e-3, nbeta=100.0, num_chains=64, num_draws=20_000,
+                              num_burnin=2000, sampler="mala")
+    exact = rank0_linear_net(100.0, 2, 2, 3)
+    assert_matches(result, exact)
+    assert abs(exact - float(slt.theory.dln([3, 2, 2], 0).lam)) > 0.2  # the test can tell it from λ
 
 
 @pytest.mark.parametrize("step", [2e-3, 8e-3])
