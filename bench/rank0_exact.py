@@ -1,0 +1,197 @@
+"""The exact λ̂ of the rank-0 [100, 100, 100] deep linear network, against SGLD and Aoyagi's λ.
+
+    python bench/rank0_exact.py [--quick] [--no-write]
+
+At the true parameter W = 0 of a two-layer linear net f(x) = x·W₁·W₂ (W₁ [M, H], W₂ [H, N]), with
+x ~ U[-10, 10]^M and y = 0, the population loss is K = c·‖W₁W₂‖²_F with c = (100/3)/N. The tempered
+posterior exp(-t·K - γ/2·‖W‖²) can be reduced exactly:
+
+* given W₁ with singular values s_i, the columns of W₂ are Gaussian with precision 2tc·W₁ᵀW₁ + γI, so
+  t·E[K | W₁] = N·Σ_i a_i/(2a_i + γ) with a_i = tc·s_i²;
+* integrating W₂ out and changing to singular values leaves a density on the min(M, H) values s,
+  p(s) ∝ Π_{i<j}|s_i² - s_j²|·Π_i s_i^|M-H|·exp(-γ/2·Σ s_i²)·Π_i (2a_i + γ)^(-N/2).
+
+That 100-dimensional density is sampled with NUTS (numpyro, float64), so t·E[K] is known to a standard
+error of about 0.03% at every γ: the exact value the samplers should reproduce (REFERENCE §1: at finite t
+it is not λ). tests/test_llc.py checks the same formula on a 2→2→3 net by quadrature against MALA.
+
+The table compares it with Aoyagi's λ, with SGLD as ``step_size="auto"`` runs it, and with SGLD at fixed
+steps at γ = 100, and measures the MALA acceptance that the calibration relies on at one equilibrated state
+for several check batch sizes. The loss used by SGLD is the n = 1e5 sample's, the exact value the
+population's (x's sample covariance differs by O(n^-1/2)). Written to docs/calibration.md between
+``<!-- bench:rank0-exact:start -->`` and ``<!-- bench:rank0-exact:end -->``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine_line, markdown_table, write_section  # noqa: E402
+
+WIDTHS = (100, 100, 100)
+N_DATA = 100_000
+BATCH = 500
+T = N_DATA / math.log(N_DATA)  # nβ = n/log n
+C = (20.0**2 / 12) / WIDTHS[-1]  # E[x²] = 100/3 per input, mean over the N outputs
+AOYAGI = 3750.0
+
+
+def exact_llc(gamma: float, *, warmup: int, samples: int, chains: int = 2, seed: int = 0) -> tuple[float, float, float]:
+    """(t·E[K], its standard error, split R-hat) by NUTS over the singular values of W₁ (module docstring)."""
+    import jax
+    import jax.numpy as jnp
+    import numpyro
+    import numpyro.distributions as dist
+    from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
+    from numpyro.infer import MCMC, NUTS, init_to_value
+
+    m, h, n_out = WIDTHS
+    k = min(m, h)
+    with jax.enable_x64(True):
+        pairs = jnp.triu_indices(k, 1)
+
+        def model():
+            u = numpyro.sample("u", dist.ImproperUniform(dist.constraints.real, (), (k,)))  # u = log s
+            s2 = jnp.exp(2 * u)
+            log_p = (jnp.sum(jnp.log(jnp.abs(s2[:, None] - s2[None, :])[pairs])) + (abs(m - h) + 1) * jnp.sum(u)
+                     - gamma / 2 * jnp.sum(s2) - n_out / 2 * jnp.sum(jnp.log(2 * T * C * s2 + gamma)))
+            numpyro.factor("log_p", log_p)
+
+        init = init_to_value(values={"u": jnp.log(jnp.linspace(0.01, 1.0, k))})
+        mcmc = MCMC(NUTS(model, init_strategy=init), num_warmup=warmup, num_samples=samples, num_chains=chains,
+                    chain_method="sequential", progress_bar=False)
+        mcmc.run(jax.random.PRNGKey(seed))
+        a = T * C * np.exp(2 * np.asarray(mcmc.get_samples(group_by_chain=True)["u"]))
+    llc = n_out * np.sum(a / (2 * a + gamma), axis=-1)  # [chains, draws]
+    ess = float(effective_sample_size(llc[..., None])[0])
+    return float(llc.mean()), float(llc.std() / math.sqrt(ess)), float(split_gelman_rubin(llc[..., None])[0])
+
+
+def sgld(task, gamma: float, step, chains: int, draws: int):
+    import slt
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return slt.estimate_llc(task.loss_fn, task.params, task.data, step_size=step, localization=gamma,
+                                batch_size=BATCH, num_chains=chains, num_draws=draws, num_burnin="auto", seed=0,
+                                progress=False)
+
+
+def acceptance_by_check_batch(task, gamma: float, step: float, chain_batch: int, check_batches, *,
+                              steps: int = 6000, checks: int = 20) -> dict:
+    """MALA acceptance of the SGLD proposal at one equilibrated state, computed with several batch sizes.
+
+    One chain runs ``steps`` SGLD steps on batches of ``chain_batch``; at its final state, ``checks`` Langevin
+    proposals are made and judged on fresh batches of each size in ``check_batches`` (the calibration's
+    check uses the sampler's own batch).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from slt.posterior import Hyperparameters, make_target
+    from slt.sampling import langevin_acceptance
+
+    n = len(task.data["x"])
+    center = task.params
+    target = make_target(task.loss_fn, center, None)
+    hp = Hyperparameters(step_size=jnp.float32(step), nbeta=jnp.float32(T), localization=jnp.float32(gamma))
+    data = task.data
+
+    def batch_of(key, size):
+        idx = jax.random.randint(key, (size,), 0, n)
+        return jax.tree.map(lambda a: a[idx], data)
+
+    def propose(w, key, size):
+        k_batch, k_noise = jax.random.split(key)
+        batch = batch_of(k_batch, size)
+        (_, _), grad = target.value_and_grad(w, batch, hp)
+        leaves, tree = jax.tree.flatten(w)
+        noise = jax.tree.unflatten(tree, [jax.random.normal(k, l.shape, l.dtype)
+                                          for k, l in zip(jax.random.split(k_noise, len(leaves)), leaves)])
+        return jax.tree.map(lambda p, g, z: p - step / 2 * g + math.sqrt(step) * z, w, grad, noise), batch
+
+    @jax.jit
+    def run(w, keys):
+        return jax.lax.scan(lambda w, key: (propose(w, key, chain_batch)[0], None), w, keys)[0]
+
+    w = run(center, jax.random.split(jax.random.PRNGKey(1), steps))
+    def check(w, key, size):
+        w_new, batch = propose(w, key, size)
+        return langevin_acceptance(target, w, w_new, None, batch, hp)
+
+    check = jax.jit(check, static_argnums=2)
+    out = {}
+    for size in check_batches:
+        out[size] = float(np.mean([check(w, jax.random.PRNGKey(100 + i), size) for i in range(checks)]))
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="short NUTS runs, two γ")
+    parser.add_argument("--no-write", action="store_true", help="print the tables, leave docs/ alone")
+    args = parser.parse_args(argv)
+    import slt
+    from slt.models.dln import make_dln_task
+
+    slt.use_cpu_cores()
+    start = time.perf_counter()
+    task = make_dln_task(list(WIDTHS), 0, N_DATA, seed=0)
+    gammas = [1.0, 100.0] if args.quick else [1.0, 100.0, 300.0, 3000.0]
+    warmup, samples = (300, 500) if args.quick else (1000, 2000)
+    exact = {g: exact_llc(g, warmup=warmup, samples=samples) for g in gammas}
+    for g, (value, se, rhat) in exact.items():
+        print(f"γ = {g:g}: exact {value:.1f} ± {se:.1f} (R-hat {rhat:.3f})", flush=True)
+
+    rows = []
+    for g in gammas:
+        value, se, rhat = exact[g]
+        auto = sgld(task, g, "auto", chains=2, draws=5000)
+        rows.append([f"{g:g}", f"{value:.1f} ± {se:.1f}", f"{100 * (value / AOYAGI - 1):+.1f}%", "auto",
+                     f"{auto.config.step_size:.3g}", f"{auto.diagnostics['acceptance_mean']:.2f}", f"{auto.llc_mean:.0f}",
+                     f"{100 * (auto.llc_mean / value - 1):+.1f}%", f"{100 * (auto.llc_mean / AOYAGI - 1):+.1f}%"])
+        print(rows[-1], flush=True)
+    fixed = {}
+    for step in [1.78e-4, 8.9e-5, 4.45e-5, 2.2e-5]:
+        r = sgld(task, 100.0, step, chains=2, draws=5000)
+        fixed[step] = r.llc_mean
+        value = exact[100.0][0]
+        rows.append(["100", f"{value:.1f} ± {exact[100.0][1]:.1f}", f"{100 * (value / AOYAGI - 1):+.1f}%", "fixed",
+                     f"{step:.3g}", f"{r.diagnostics['acceptance_mean']:.2f}", f"{r.llc_mean:.0f}",
+                     f"{100 * (r.llc_mean / value - 1):+.1f}%", f"{100 * (r.llc_mean / AOYAGI - 1):+.1f}%"])
+        print(rows[-1], flush=True)
+    (e1, l1), (e2, l2) = sorted(fixed.items())[:2]
+    extrapolated = l1 - (l2 - l1) / (e2 - e1) * e1  # SGLD's bias is O(ε): the line through the two smallest steps
+    header = ["γ", "exact t·E[K]", "exact vs λ", "SGLD step", "ε", "MALA acc. (batch 500)", "λ̂", "vs exact", "vs λ"]
+    probe_sizes = (BATCH, 5000, 50_000)
+    probe = {b: acceptance_by_check_batch(task, 100.0, 8.9e-5, b, probe_sizes) for b in (BATCH, 5000)}
+    probe_rows = [[f"{b}"] + [f"{probe[b][s]:.2f}" for s in probe_sizes] for b in probe]
+    markdown = (
+        "### The rank-0 [100, 100, 100] network: exact λ̂ against SGLD (n = 1e5, batch 500, nβ = n/log n)\n\n"
+        f"Exact t·E[K] by NUTS over W₁'s singular values (bench/rank0_exact.py); Aoyagi's λ = {AOYAGI:g}. "
+        "SGLD: 2 chains × 5,000 draws after `num_burnin=\"auto\"`; \"auto\" rows use `step_size=\"auto\"` (the "
+        "step after the burn-in's own halvings).\n\n"
+        + markdown_table(header, rows)
+        + f"\n\nAt γ = 100 the line through the two smallest fixed steps extrapolates to {extrapolated:.0f} at ε → 0 "
+        f"(exact {exact[100.0][0]:.0f}).\n\n"
+        "MALA acceptance of the SGLD proposal at ε = 8.9e-5, γ = 100, at the state a chain reaches after 6,000 "
+        "steps, judged on fresh batches of three sizes (20 proposals each):\n\n"
+        + markdown_table(["chain's batch", *[f"checked on {s}" for s in probe_sizes]], probe_rows)
+        + f"\n\n_{machine_line()}; total {time.perf_counter() - start:.0f} s; `python bench/rank0_exact.py`._"
+    )
+    print(markdown)
+    if not args.no_write:
+        print("written to", write_section("calibration.md", "rank0-exact", markdown))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
