@@ -19,6 +19,16 @@ se from the spread of the per-chain differences across the independent
 chains, i.e. the windows agree to ``rel`` or within their Monte Carlo error. Because both windows scale with T, a trace
 that approaches its level like e^(-t/τ) stops at T ≈ a few τ, and the draws
 that follow start where the trace already sits at its level.
+
+For a step the calibration chose, the levelled chains also get a bias check
+where they are (:func:`halving_difference`): the next chunk is run twice
+from the same state, at ε and at ε/2 with the same noise and minibatches,
+and D = λ̂(ε) - λ̂(ε/2) is read over the chunks' second halves. SGLD's
+bias is O(ε), so D is about half the bias at ε. While D exceeds both
+``halving_rel``·λ̂ and ``halving_z`` standard errors, the chains continue from
+the ε/2 run and the windows start again. The calibration's own halving check
+sees only its first 300 steps from w*, and its minibatch MALA acceptance
+reads high where minibatch noise is large (docs/calibration.md).
 """
 
 from __future__ import annotations
@@ -40,7 +50,10 @@ class AutoBurnin:
     ``chunk``: steps per compiled call (None: a quarter of the draws' steps,
     at least 100). ``min_steps``/``max_steps``: bounds on the burn-in (None:
     4 chunks / 20× the draws' steps, at least 10,000). ``rel``, ``z``: the
-    levelling rule of the module docstring.
+    levelling rule of the module docstring. ``halving_rel``, ``halving_z``,
+    ``max_halvings``: the bias check of a calibrated step (module docstring;
+    the tolerance of :func:`slt.calibrate`'s halving check, so the bias left is
+    about 5%); ``max_halvings=0`` turns it off.
     """
 
     chunk: int | None = None
@@ -48,6 +61,9 @@ class AutoBurnin:
     max_steps: int | None = None
     rel: float = 0.01
     z: float = 1.0
+    halving_rel: float = 0.025
+    halving_z: float = 2.0
+    max_halvings: int = 6
 
     def __post_init__(self):
         for name in ("chunk", "min_steps", "max_steps"):
@@ -55,6 +71,10 @@ class AutoBurnin:
                 check.positive_int(f"AutoBurnin.{name}", getattr(self, name))
         check.positive_number("AutoBurnin.rel", self.rel, allow_zero=True)
         check.positive_number("AutoBurnin.z", self.z, allow_zero=True)
+        check.positive_number("AutoBurnin.halving_rel", self.halving_rel, allow_zero=True)
+        check.positive_number("AutoBurnin.halving_z", self.halving_z, allow_zero=True)
+        check.require(isinstance(self.max_halvings, int) and self.max_halvings >= 0,
+                      f"AutoBurnin.max_halvings must be a whole number ≥ 0, got {self.max_halvings!r}")
 
     def resolved(self, draw_steps: int) -> "AutoBurnin":
         """Fill the defaults that depend on the number of draw steps."""
@@ -76,12 +96,13 @@ class BurninResult:
     compile_seconds: float
     sample_seconds: float
     step_size: float  # the step the draws use (halved from the calibration's when adapted)
-    step_changes: list = field(default_factory=list)  # [{"step", "acceptance", "from", "to"}]
+    step_changes: list = field(default_factory=list)  # [{"step", "reason", "from", "to", ...}]
+    bias_checks: list = field(default_factory=list)  # [{"step", "step_size", "llc", "difference", "se", "biased"}]
 
     def to_dict(self) -> dict:
         """JSON-friendly summary (no traces)."""
         return {"steps": self.steps, "levelled": self.levelled, "window_means": list(self.window_means),
-                "step_size": self.step_size, "step_changes": self.step_changes}
+                "step_size": self.step_size, "step_changes": self.step_changes, "bias_checks": self.bias_checks}
 
 
 def window_means(llc_trace: np.ndarray) -> tuple[float, float, float]:
@@ -117,6 +138,26 @@ def has_levelled(llc_trace: np.ndarray, rule: AutoBurnin) -> tuple[bool, float, 
     return abs(m2 - m1) <= tolerance, m1, m2
 
 
+def halving_difference(at_step: np.ndarray, at_half: np.ndarray) -> tuple[float, float, float]:
+    """(D, se of D, λ̂ at ε/2) from coupled [chains, k] LLC traces run from one state at ε and at ε/2.
+
+    D = mean λ̂(ε) - mean λ̂(ε/2) over the traces' second halves (the first half lets the stiff
+    directions relax to the new step). se from the spread of the per-chain differences; with one
+    chain, the MCSE of the difference trace. Chains non-finite in either trace are left out.
+    """
+    a, b = (np.asarray(x, np.float64)[:, x.shape[1] // 2:] for x in (at_step, at_half))
+    keep = np.all(np.isfinite(a), axis=1) & np.all(np.isfinite(b), axis=1)
+    a, b = a[keep], b[keep]
+    if a.shape[0] == 0 or a.shape[1] < 2:
+        return float("nan"), float("nan"), float("nan")
+    per_chain = a.mean(axis=1) - b.mean(axis=1)
+    if len(per_chain) > 1:
+        se = float(np.std(per_chain, ddof=1) / np.sqrt(len(per_chain)))
+    else:
+        se = float(diag.mcse(a[0] - b[0]))
+    return float(per_chain.mean()), se, float(b.mean())
+
+
 def burn_in(
     run_chunk: Callable[[ChainState | None, int, float], SamplingResult],
     to_llc: Callable[[np.ndarray], np.ndarray],
@@ -138,7 +179,9 @@ def burn_in(
     the chunks also measure the MALA acceptance of the proposals where the
     chains are now, not at w* where the calibration's short runs measured it.
     While it is below ``target_acceptance`` - 0.05 the step is halved and the
-    levelling windows start again from there.
+    levelling windows start again from there. Once levelled, the step's bias
+    is checked where the chains are (module docstring) and the step halved
+    while it is too large.
     """
     bar = None
     if progress:
@@ -147,6 +190,7 @@ def burn_in(
         bar = tqdm(total=rule.max_steps, desc="burn-in (until λ̂ levels off)", unit="step", leave=False)
     parts, window, state, steps, since_change = [], [], None, 0, 0
     changes: list[dict] = []
+    bias_checks: list[dict] = []
     compile_s = sample_s = 0.0
     levelled, m1, m2 = False, float("nan"), float("nan")
     try:
@@ -164,7 +208,8 @@ def burn_in(
                 break  # every chain has diverged (the estimate reports it)
             acceptance = float(np.nanmean(run.acceptance)) if adapt_step and np.isfinite(run.acceptance).any() else None
             if acceptance is not None and acceptance < target_acceptance - 0.05:
-                changes.append({"step": steps, "acceptance": acceptance, "from": step_size, "to": step_size / 2})
+                changes.append({"step": steps, "reason": "acceptance", "acceptance": acceptance,
+                                "from": step_size, "to": step_size / 2})
                 step_size, window, since_change = step_size / 2, [], 0
                 levelled = False
                 continue
@@ -172,13 +217,33 @@ def burn_in(
                 levelled, m1, m2 = has_levelled(to_llc(np.concatenate(window, axis=1)), rule)
                 if bar is not None and np.isfinite(m2):
                     bar.set_postfix_str(f"λ̂ windows {m1:.4g} → {m2:.4g}")
-                if levelled:
+                if not levelled:
+                    continue
+                if not adapt_step or len(bias_checks) >= rule.max_halvings:
                     break
+                # the bias check: the next chunk from the same state at ε and at ε/2 (same noise and batches)
+                full, half = run_chunk(state, k, step_size), run_chunk(state, k, step_size / 2)
+                compile_s += full.compile_seconds + half.compile_seconds
+                sample_s += full.sample_seconds + half.sample_seconds
+                d, se, level = halving_difference(to_llc(full.loss_trace), to_llc(half.loss_trace))
+                biased = bool(np.isfinite(d) and d > max(rule.halving_rel * abs(level), rule.halving_z * se))
+                bias_checks.append({"step": steps, "step_size": step_size, "llc": level, "difference": d, "se": se,
+                                    "biased": biased})
+                kept = half if biased else full
+                parts.append(kept.loss_trace)
+                state, steps = kept.final_state, steps + k
+                if bar is not None:
+                    bar.update(k)
+                if not biased:
+                    break
+                changes.append({"step": steps - k, "reason": "bias", "difference": d, "se": se,
+                                "from": step_size, "to": step_size / 2})
+                step_size, window, since_change, levelled = step_size / 2, [half.loss_trace], k, False
     finally:
         if bar is not None:
             bar.close()
     return BurninResult(steps, levelled, (m1, m2), state, np.concatenate(parts, axis=1), compile_s, sample_s,
-                        step_size, changes)
+                        step_size, changes, bias_checks)
 
 
 def merge_runs(burn: BurninResult, draws: SamplingResult) -> SamplingResult:
@@ -205,4 +270,4 @@ def not_levelled_message(burn: BurninResult) -> str:
     )
 
 
-__all__ = ["AutoBurnin", "BurninResult", "burn_in", "has_levelled", "merge_runs", "not_levelled_message", "window_means"]
+__all__ = ["AutoBurnin", "BurninResult", "burn_in", "halving_difference", "has_levelled", "merge_runs", "not_levelled_message", "window_means"]

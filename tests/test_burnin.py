@@ -96,14 +96,97 @@ def test_burnin_halves_a_calibrated_step_whose_acceptance_drops_after_w_star():
     burn = burn_in(run_chunk, lambda losses: losses, rule, step_size=1.0, adapt_step=True)
     assert burn.step_size == 0.25 and calls[:3] == [1.0, 0.5, 0.25]
     assert [c["to"] for c in burn.step_changes] == [0.5, 0.25]
-    # the levelling windows start again after the last change: 4 more chunks at the final step
-    assert burn.levelled and burn.steps == 2 * 100 + 400
+    assert [c["reason"] for c in burn.step_changes] == ["acceptance", "acceptance"]
+    # the levelling windows start again after the last change: 4 more chunks at the final step, then the
+    # bias check's chunk (its trace is flat at every step here, so the step stays)
+    assert burn.levelled and burn.steps == 2 * 100 + 400 + 100
+    assert calls[-2:] == [0.25, 0.125] and [c["biased"] for c in burn.bias_checks] == [False]
     # a step the user gave is never changed
     fixed = burn_in(run_chunk, lambda losses: losses, rule, step_size=1.0, adapt_step=False)
     assert fixed.step_size == 1.0 and not fixed.step_changes
 
 
-@pytest.mark.parametrize("bad", [dict(chunk=0), dict(max_steps=-5), dict(rel=-0.1), dict(z=float("nan"))])
+def stub_chunk_with_bias(bias_per_step: float, calls: list):
+    """A run_chunk whose λ̂ trace sits at 1 + bias_per_step·ε (SGLD's O(ε) bias), flat in time."""
+    from slt.sampling import ChainState, SamplingResult
+
+    def run_chunk(state, steps, step):
+        calls.append(step)
+        final = ChainState(None, np.full(2, -1), (state.step if state else 0) + steps, None, "threefry2x32")
+        noise = 1e-4 * np.random.default_rng(len(calls)).normal(size=(2, steps))
+        return SamplingResult(1.0 + bias_per_step * step + noise, np.full((2, 5), 1.0), np.arange(5),
+                              np.full(2, -1), 0.0, 0.0, final_state=final)
+
+    return run_chunk
+
+
+def test_burnin_halves_a_calibrated_step_while_its_bias_shows_where_the_chains_are():
+    """λ̂(ε) = 1 + 0.15ε: D = λ̂(ε) - λ̂(ε/2) is 7%, 3.6%, 1.8% of λ̂ at ε = 1, 0.5, 0.25; the tolerance is 2.5%."""
+    from slt.burnin import burn_in
+
+    calls: list = []
+    rule = AutoBurnin(chunk=100, min_steps=400, max_steps=10_000).resolved(100)
+    burn = burn_in(stub_chunk_with_bias(0.15, calls), lambda losses: losses, rule, step_size=1.0, adapt_step=True)
+    assert burn.step_size == 0.25 and burn.levelled
+    assert [c["biased"] for c in burn.bias_checks] == [True, True, False]
+    assert [c["difference"] for c in burn.bias_checks] == pytest.approx([0.075, 0.0375, 0.01875], abs=1e-4)
+    assert [(c["reason"], c["to"]) for c in burn.step_changes] == [("bias", 0.5), ("bias", 0.25)]
+    # each check runs its chunk at ε and at ε/2 from the same state; the windows restart from the ε/2 chunk
+    assert calls == [1.0] * 4 + [1.0, 0.5] + [0.5] * 3 + [0.5, 0.25] + [0.25] * 3 + [0.25, 0.125]
+    assert burn.steps == 4 * 100 + 2 * (100 + 3 * 100) + 100 and burn.loss_trace.shape == (2, burn.steps)
+    # the kept traces: the ε/2 chunk of each biased check, the ε chunk of the passing one
+    assert burn.loss_trace[:, 400:500].mean() == pytest.approx(1 + 0.15 * 0.5, abs=1e-3)
+    assert burn.loss_trace[:, -1].mean() == pytest.approx(1 + 0.15 * 0.25, abs=1e-3)
+    # turned off, or for a step the user gave, the step stays
+    for kwargs in (dict(adapt_step=False), dict(adapt_step=True)):
+        off = rule if not kwargs["adapt_step"] else AutoBurnin(chunk=100, min_steps=400, max_steps=10_000,
+                                                                   max_halvings=0).resolved(100)
+        kept = burn_in(stub_chunk_with_bias(0.15, []), lambda losses: losses, off, step_size=1.0, **kwargs)
+        assert kept.step_size == 1.0 and not kept.bias_checks
+
+
+def test_bias_check_on_real_chains_stops_where_the_exact_sgld_bias_is_small():
+    """SGLD on U = t·Σw² + ½‖w‖² (20 coordinates) has the exact stationary law for every ε (tests/exact.py).
+
+    From ε = 0.012 (λ̂ +152%) the coupled checks halve to 7.5e-4, the first step whose exact
+    D = λ̂(ε) - λ̂(ε/2) is below 2.5% of λ̂ (1.9%; 4.1% at 1.5e-3), and the draws that continue from the
+    kept chains match the exact law at that step.
+    """
+    from dataclasses import replace as dc_replace
+
+    from slt.burnin import burn_in
+    from slt.posterior import Hyperparameters
+    from slt.sampling import RunConfig, run_chains
+    from tests.exact import quadratic
+
+    t, d, chains = 100.0, 20, 32
+    c = np.ones(d)
+    loss = lambda w, batch: jnp.sum(w**2) + 0.0 * jnp.sum(batch)
+    data = jnp.zeros((1, 1))
+    config = RunConfig(sampler="sgld", num_chains=chains, num_steps=400, batch_size=1)
+
+    def run_chunk(state, steps, step):
+        return run_chains(loss, jnp.zeros(d), data, Hyperparameters(step, t, 1.0), config=dc_replace(config, num_steps=steps),
+                          seed=0, init_state=state, return_state=True)
+
+    def exact_d(eps):
+        return quadratic(t, c, sgld_step=eps) - quadratic(t, c, sgld_step=eps / 2)
+
+    rule = AutoBurnin(chunk=400, min_steps=1600, max_steps=40_000).resolved(400)
+    burn = burn_in(run_chunk, lambda losses: t * losses, rule, step_size=0.012, adapt_step=True)
+    assert burn.step_size == pytest.approx(0.012 / 16)
+    assert exact_d(burn.step_size) < 0.025 * quadratic(t, c, sgld_step=burn.step_size / 2) < exact_d(2 * burn.step_size)
+    for check in burn.bias_checks:  # each coupled difference matches the exact one
+        assert check["difference"] == pytest.approx(exact_d(check["step_size"]), abs=Z_TOL * check["se"])
+    draws = run_chains(loss, jnp.zeros(d), data, Hyperparameters(burn.step_size, t, 1.0),
+                       config=dc_replace(config, num_steps=4000), init_state=burn.state)
+    per_chain = t * draws.loss_trace.mean(axis=1)
+    se = per_chain.std(ddof=1) / np.sqrt(chains)
+    assert abs(per_chain.mean() - quadratic(t, c, sgld_step=burn.step_size)) <= Z_TOL * se
+
+
+@pytest.mark.parametrize("bad", [dict(chunk=0), dict(max_steps=-5), dict(rel=-0.1), dict(z=float("nan")),
+                                 dict(halving_rel=-1.0), dict(max_halvings=-1), dict(max_halvings=1.5)])
 def test_bad_auto_burnin_settings_are_refused(bad):
     with pytest.raises(slt.SLTInputError, match="AutoBurnin"):
         AutoBurnin(**bad)
