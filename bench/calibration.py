@@ -54,6 +54,11 @@ def auto_vs_hand(loss_fn, params, data, hand: dict, **common) -> dict:
     }
 
 
+def step_column(calibrated: float, used: float) -> str:
+    """The calibration's step, and the step the draws used when the burn-in's checks halved it."""
+    return f"{calibrated:.3g}" if used == calibrated else f"{calibrated:.3g} → {used:.3g}"
+
+
 def run_dln(shape, rank, *, quick, localization: float | str = 1.0):
     from slt.models.dln import make_dln_task
 
@@ -84,7 +89,7 @@ def run_dln(shape, rank, *, quick, localization: float | str = 1.0):
     return {
         "row": [
             str(shape), rank, "full" if full_product else "deficient", d,
-            lam, f"{result.config.localization:.3g}", f"{cal['step_size']:.3g}", f"{chains}×({burnin}+{draws})", f"{result.diagnostics['acceptance_mean']:.2f}", result.llc_mean,
+            lam, f"{result.config.localization:.3g}", step_column(cal["step_size"], result.config.step_size), f"{chains}×({burnin}+{draws})", f"{result.diagnostics['acceptance_mean']:.2f}", result.llc_mean,
             se_of(result), f"{100 * rel:+.1f}%", f"{cal['cost']['chain_steps'] / est_steps:.0%}",
             f"{cal['cost']['seconds']:.1f} ({cal['cost']['compile_seconds']:.1f})",
             f"{est_seconds:.1f} ({est_compile:.1f})", f"{warm:.1f}", "; ".join(flags) or "-",
@@ -117,7 +122,7 @@ def main(argv=None) -> int:
     for shape, rank in shapes:
         results.append(run_dln(shape, rank, quick=args.quick, localization=args.localization))
         print(results[-1]["row"], flush=True)
-    header = ["widths (in→out)", "rank", "product", "d", "Aoyagi λ", "γ", "auto ε", "chains×(auto burn-in+draws)", "MALA acc.", "λ̂", "± se", "vs λ",
+    header = ["widths (in→out)", "rank", "product", "d", "Aoyagi λ", "γ", "auto ε (calibrated → draws)", "chains×(auto burn-in+draws)", "MALA acc.", "λ̂", "± se", "vs λ",
               "calibration chain-steps / estimation", "calibration s (compile)", "estimation s (compile)",
               "calibration s, compiled", "flags"]
     gamma_text = ('0.5·d/‖w*‖² (localization="scale"; γ = 1 where w* = 0)' if args.localization == SCALE
@@ -140,7 +145,8 @@ def main(argv=None) -> int:
         "first, in a trajectory). λ̂ on these networks is still rising after the calibration's 300 "
         "steps; the calibration recognises that (the halving difference does not shrink with the step), keeps "
         "the acceptance-limited step instead of shrinking it, and the automatic burn-in then runs until the λ̂ "
-        "trace has levelled off (slt.burnin) before the draws.\n\n"
+        "trace has levelled off (slt.burnin), checks the step's bias there against ε/2 and halves it while "
+        "the bias shows (\"→\" in the ε column), before the draws.\n\n"
         f"{machine_line()}; total {time.perf_counter() - start:.0f} s."
     )
     print(markdown)
