@@ -97,7 +97,8 @@ class BurninResult:
     sample_seconds: float
     step_size: float  # the step the draws use (halved from the calibration's when adapted)
     step_changes: list = field(default_factory=list)  # [{"step", "reason", "from", "to", ...}]
-    bias_checks: list = field(default_factory=list)  # [{"step", "step_size", "llc", "difference", "se", "biased"}]
+    # [{"step", "step_size", "llc_half_step", "difference", "se", "biased", "healthy_chains"} or {..., "skipped"}]
+    bias_checks: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         """JSON-friendly summary (no traces)."""
@@ -154,8 +155,33 @@ def halving_difference(at_step: np.ndarray, at_half: np.ndarray) -> tuple[float,
     if len(per_chain) > 1:
         se = float(np.std(per_chain, ddof=1) / np.sqrt(len(per_chain)))
     else:
-        se = float(diag.mcse(a[0] - b[0]))
+        se = float(diag.mcse((a[0] - b[0])[None, :]))
     return float(per_chain.mean()), se, float(b.mean())
+
+
+def bias_check(run_chunk, state, steps: int, step_size: float, to_llc, rule: AutoBurnin) -> tuple[dict, SamplingResult]:
+    """Run ``steps`` from ``state`` at ε and at ε/2 (same noise and batches); (the record, the run to keep).
+
+    Biased when λ̂(ε) - λ̂(ε/2) > max(halving_rel·λ̂(ε/2), halving_z·se) (one-sided: SGLD's bias raises
+    λ̂ with the step), or when the ε run lost chains to divergence that the ε/2 run kept. A biased
+    check keeps the ε/2 run; otherwise the ε run, which is the chunk the burn-in would have run next.
+    """
+    full, half = run_chunk(state, steps, step_size), run_chunk(state, steps, step_size / 2)
+    d, se, level = halving_difference(to_llc(full.loss_trace), to_llc(half.loss_trace))
+    healthy = [int(np.sum(np.asarray(r.final_state.divergent_step) < 0)) for r in (full, half)]
+    diverged = healthy[0] < healthy[1]
+    biased = diverged or bool(np.isfinite(d) and np.isfinite(se)
+                              and d > max(rule.halving_rel * abs(level), rule.halving_z * se))
+    record = {"step_size": step_size, "llc_half_step": level, "difference": d, "se": se, "biased": biased,
+              "healthy_chains": healthy,
+              "compile_seconds": full.compile_seconds + half.compile_seconds,
+              "sample_seconds": full.sample_seconds + half.sample_seconds}
+    return record, half if biased else full
+
+
+def changes_by(changes: list[dict], reason: str) -> list[dict]:
+    """The step changes made for ``reason`` ("acceptance" or "bias")."""
+    return [c for c in changes if c["reason"] == reason]
 
 
 def burn_in(
@@ -221,26 +247,26 @@ def burn_in(
                     bar.set_postfix_str(f"λ̂ windows {m1:.4g} → {m2:.4g}")
                 if not levelled:
                     continue
-                if not adapt_step or len(bias_checks) >= rule.max_halvings:
+                if not adapt_step or rule.max_halvings == 0:
                     break
-                # the bias check: the next chunk from the same state at ε and at ε/2 (same noise and batches)
-                full, half = run_chunk(state, k, step_size), run_chunk(state, k, step_size / 2)
-                compile_s += full.compile_seconds + half.compile_seconds
-                sample_s += full.sample_seconds + half.sample_seconds
-                d, se, level = halving_difference(to_llc(full.loss_trace), to_llc(half.loss_trace))
-                biased = bool(np.isfinite(d) and d > max(rule.halving_rel * abs(level), rule.halving_z * se))
-                bias_checks.append({"step": steps, "step_size": step_size, "llc": level, "difference": d, "se": se,
-                                    "biased": biased})
-                kept = half if biased else full
+                skipped = ("max_halvings reached" if len(changes_by(changes, "bias")) >= rule.max_halvings
+                           else "no room for a check under max_steps" if steps + rule.chunk > rule.max_steps else None)
+                if skipped:
+                    bias_checks.append({"step": steps, "step_size": step_size, "skipped": skipped})
+                    break
+                check, kept = bias_check(run_chunk, state, rule.chunk, step_size, to_llc, rule)
+                compile_s += check.pop("compile_seconds")
+                sample_s += check.pop("sample_seconds")
+                bias_checks.append({"step": steps, **check})
                 parts.append(kept.loss_trace)
-                state, steps = kept.final_state, steps + k
+                state, steps = kept.final_state, steps + rule.chunk
                 if bar is not None:
-                    bar.update(k)
-                if not biased:
+                    bar.update(rule.chunk)
+                if not check["biased"]:
                     break
-                changes.append({"step": steps - k, "reason": "bias", "difference": d, "se": se,
-                                "from": step_size, "to": step_size / 2})
-                step_size, window, since_change, levelled = step_size / 2, [half.loss_trace], k, False
+                changes.append({"step": steps - rule.chunk, "reason": "bias", "difference": check["difference"],
+                                "se": check["se"], "from": step_size, "to": step_size / 2})
+                step_size, window, since_change, levelled = step_size / 2, [kept.loss_trace], rule.chunk, False
     finally:
         if bar is not None:
             bar.close()
@@ -265,6 +291,13 @@ def merge_runs(burn: BurninResult, draws: SamplingResult) -> SamplingResult:
 def not_levelled_message(burn: BurninResult) -> str:
     """The warning for a burn-in that hit its cap still rising."""
     m1, m2 = burn.window_means
+    halved = changes_by(burn.step_changes, "bias")
+    if halved:  # the windows restarted after the last halving and did not level again before the cap
+        return (
+            f"num_burnin='auto' stopped at its cap ({burn.steps} steps) before λ̂ levelled off again after the bias "
+            f"check halved the step to {halved[-1]['to']:.3g} (mean over the last two quarter-windows {m1:.4g} → "
+            f"{m2:.4g}): raise AutoBurnin(max_steps=...)"
+        )
     return (
         f"num_burnin='auto' stopped at its cap of {burn.steps} steps before λ̂ levelled off (mean over the last two "
         f"quarter-windows {m1:.4g} → {m2:.4g}); the estimate is likely low: raise AutoBurnin(max_steps=...) or the "

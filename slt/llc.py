@@ -321,7 +321,7 @@ def estimate_llc(
         result = run_chains(loss_fn, params, data, Hyperparameters(config.step_size, config.nbeta, config.localization),
                             config=draw_config, seed=config.seed, devices=devices)
         return _with_calibration(llc_from_run(result, init_loss, config), calibration)
-    adapt = calibration is not None and bool(get_sampler(sampler).LANGEVIN_PROPOSAL)
+    adapt = calibration is not None  # a calibrated step: bias-checked (and acceptance-guarded for Langevin samplers)
     run, burn, config = _sample_with_auto_burnin(loss_fn, params, data, config, draw_config, auto_burnin, init_loss,
                                                  adapt_step=adapt, progress=progress, devices=devices)
     llc = llc_from_run(run, init_loss, config)
@@ -339,10 +339,11 @@ def _sample_with_auto_burnin(loss_fn, params, data, config: LLCConfig, draw_conf
 
     Returns (the burn-in and draws as one run, the burn-in record, the config with the burn-in and step used).
     """
+    langevin = bool(get_sampler(config.sampler).LANGEVIN_PROPOSAL)
 
     def run_chunk(state, steps, step):
         chunk_config = replace(draw_config, num_steps=steps, progress_every=0,
-                               acceptance_every=max(1, steps // 20) if adapt_step else 0)
+                               acceptance_every=max(1, steps // 20) if adapt_step and langevin else 0)
         return run_chains(loss_fn, params, data, Hyperparameters(step, config.nbeta, config.localization),
                           config=chunk_config, seed=config.seed, devices=devices, init_state=state, return_state=True)
 

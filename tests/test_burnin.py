@@ -1,5 +1,6 @@
 """num_burnin="auto": burn in until the λ̂ trace levels off (slt.burnin)."""
 
+import json
 import warnings
 
 import jax.numpy as jnp
@@ -106,18 +107,27 @@ def test_burnin_halves_a_calibrated_step_whose_acceptance_drops_after_w_star():
     assert fixed.step_size == 1.0 and not fixed.step_changes
 
 
-def stub_chunk_with_bias(bias_per_step: float, calls: list):
-    """A run_chunk whose λ̂ trace sits at 1 + bias_per_step·ε (SGLD's O(ε) bias), flat in time."""
+def stub_chunk_with_bias(bias_per_step: float, calls: list, *, chain_noise: float = 0.0, diverge_above: float = np.inf):
+    """A run_chunk whose λ̂ trace sits at 1 + bias_per_step·ε (SGLD's O(ε) bias), flat in time.
+
+    Its state records the step of the run that made it (``sampler_state``); ``calls`` gets (ε, the state's ε).
+    ``chain_noise``: per-chain offsets ±chain_noise whose sign flips from call to call. Chain 0 diverges in runs with ε > ``diverge_above``.
+    """
     from slt.sampling import ChainState, SamplingResult
 
     def run_chunk(state, steps, step):
-        calls.append(step)
-        final = ChainState(None, np.full(2, -1), (state.step if state else 0) + steps, None, "threefry2x32")
-        noise = 1e-4 * np.random.default_rng(len(calls)).normal(size=(2, steps))
-        return SamplingResult(1.0 + bias_per_step * step + noise, np.full((2, 5), 1.0), np.arange(5),
-                              np.full(2, -1), 0.0, 0.0, final_state=final)
+        calls.append((step, state.sampler_state if state else None))
+        divergent = np.array([0 if step > diverge_above else -1, -1])
+        final = ChainState(step, divergent, (state.step if state else 0) + steps, None, "threefry2x32")
+        rng = np.random.default_rng(len(calls))
+        offsets = chain_noise * np.array([[1.0], [-1.0]]) * (-1) ** len(calls)  # flips between the coupled runs
+        trace = 1.0 + bias_per_step * step + offsets + 1e-4 * rng.normal(size=(2, steps))
+        return SamplingResult(trace, np.full((2, 5), 1.0), np.arange(5), divergent, 0.0, 0.0, final_state=final)
 
     return run_chunk
+
+
+RULE = AutoBurnin(chunk=100, min_steps=400, max_steps=10_000).resolved(100)
 
 
 def test_burnin_halves_a_calibrated_step_while_its_bias_shows_where_the_chains_are():
@@ -125,24 +135,59 @@ def test_burnin_halves_a_calibrated_step_while_its_bias_shows_where_the_chains_a
     from slt.burnin import burn_in
 
     calls: list = []
-    rule = AutoBurnin(chunk=100, min_steps=400, max_steps=10_000).resolved(100)
-    burn = burn_in(stub_chunk_with_bias(0.15, calls), lambda losses: losses, rule, step_size=1.0, adapt_step=True)
+    burn = burn_in(stub_chunk_with_bias(0.15, calls), lambda losses: losses, RULE, step_size=1.0, adapt_step=True)
     assert burn.step_size == 0.25 and burn.levelled
     assert [c["biased"] for c in burn.bias_checks] == [True, True, False]
     assert [c["difference"] for c in burn.bias_checks] == pytest.approx([0.075, 0.0375, 0.01875], abs=1e-4)
     assert [(c["reason"], c["to"]) for c in burn.step_changes] == [("bias", 0.5), ("bias", 0.25)]
-    # each check runs its chunk at ε and at ε/2 from the same state; the windows restart from the ε/2 chunk
-    assert calls == [1.0] * 4 + [1.0, 0.5] + [0.5] * 3 + [0.5, 0.25] + [0.25] * 3 + [0.25, 0.125]
-    assert burn.steps == 4 * 100 + 2 * (100 + 3 * 100) + 100 and burn.loss_trace.shape == (2, burn.steps)
-    # the kept traces: the ε/2 chunk of each biased check, the ε chunk of the passing one
+    # each check runs its chunk at ε and at ε/2 from the same state; after a biased check the chains go on
+    # from the ε/2 run's state and the windows restart with its chunk
+    steps = [step for step, _ in calls]
+    assert steps == [1.0] * 4 + [1.0, 0.5] + [0.5] * 3 + [0.5, 0.25] + [0.25] * 3 + [0.25, 0.125]
+    assert calls[5] == (0.5, 1.0) and calls[6] == (0.5, 0.5) and calls[10] == (0.25, 0.5) and calls[11] == (0.25, 0.25)
+    # the passing check keeps the ε run: its state, its trace, and steps that match both
+    assert burn.state.sampler_state == 0.25 and burn.state.step == burn.steps == burn.loss_trace.shape[1]
+    assert burn.steps == 4 * 100 + 2 * (100 + 3 * 100) + 100
     assert burn.loss_trace[:, 400:500].mean() == pytest.approx(1 + 0.15 * 0.5, abs=1e-3)
     assert burn.loss_trace[:, -1].mean() == pytest.approx(1 + 0.15 * 0.25, abs=1e-3)
+    assert json.loads(json.dumps(burn.to_dict()))["bias_checks"][0]["biased"] is True
     # turned off, or for a step the user gave, the step stays
-    for kwargs in (dict(adapt_step=False), dict(adapt_step=True)):
-        off = rule if not kwargs["adapt_step"] else AutoBurnin(chunk=100, min_steps=400, max_steps=10_000,
-                                                                   max_halvings=0).resolved(100)
-        kept = burn_in(stub_chunk_with_bias(0.15, []), lambda losses: losses, off, step_size=1.0, **kwargs)
+    off = AutoBurnin(chunk=100, min_steps=400, max_steps=10_000, max_halvings=0).resolved(100)
+    for rule, adapt in ((RULE, False), (off, True)):
+        kept = burn_in(stub_chunk_with_bias(0.15, []), lambda losses: losses, rule, step_size=1.0, adapt_step=adapt)
         assert kept.step_size == 1.0 and not kept.bias_checks
+
+
+def test_bias_check_needs_the_difference_beyond_noise_and_halves_on_divergence():
+    from slt.burnin import burn_in
+
+    # D = 7% of λ̂, but the per-chain differences are 0.075 ± 0.1 (se 0.1): not resolved, so the step stays
+    noisy = burn_in(stub_chunk_with_bias(0.15, [], chain_noise=0.05), lambda losses: losses, RULE, step_size=1.0,
+                    adapt_step=True)
+    assert noisy.step_size == 1.0 and not noisy.bias_checks[0]["biased"]
+    assert noisy.bias_checks[0]["difference"] < RULE.halving_z * noisy.bias_checks[0]["se"]
+    # no bias, but ε loses a chain that ε/2 keeps: halve
+    calls: list = []
+    burn = burn_in(stub_chunk_with_bias(0.0, calls, diverge_above=0.5), lambda losses: losses, RULE, step_size=1.0,
+                   adapt_step=True)
+    assert burn.step_size == 0.5 and burn.bias_checks[0]["healthy_chains"] == [1, 2]
+    # no room for a check under the cap: recorded, not run
+    tight = AutoBurnin(chunk=100, min_steps=400, max_steps=400).resolved(100)
+    capped = burn_in(stub_chunk_with_bias(0.15, []), lambda losses: losses, tight, step_size=1.0, adapt_step=True)
+    assert capped.steps == 400 and capped.bias_checks == [{"step": 400, "step_size": 1.0,
+                                                            "skipped": "no room for a check under max_steps"}]
+
+
+def test_halving_difference_with_one_chain_and_a_diverged_one():
+    from slt.burnin import halving_difference
+
+    rng = np.random.default_rng(0)
+    a, b = 2.0 + 0.1 * rng.normal(size=(1, 400)), 1.0 + 0.1 * rng.normal(size=(1, 400))
+    d, se, level = halving_difference(a, b)
+    assert d == pytest.approx(1.0, abs=0.05) and 0 < se < 0.05 and level == pytest.approx(1.0, abs=0.05)
+    a2, b2 = np.vstack([a, a]), np.vstack([b, b])
+    a2[1, 300] = np.nan  # a diverged chain is left out, not averaged in
+    assert halving_difference(a2, b2)[0] == pytest.approx(d)
 
 
 def test_bias_check_on_real_chains_stops_where_the_exact_sgld_bias_is_small():
@@ -190,3 +235,17 @@ def test_bias_check_on_real_chains_stops_where_the_exact_sgld_bias_is_small():
 def test_bad_auto_burnin_settings_are_refused(bad):
     with pytest.raises(slt.SLTInputError, match="AutoBurnin"):
         AutoBurnin(**bad)
+
+
+@pytest.mark.parametrize("sampler", ["sgld", "sghmc"])
+def test_auto_step_gets_the_bias_check_for_every_sampler(sampler):
+    """estimate_llc(step_size="auto") bias-checks the calibrated step; a step the user gives is left alone."""
+    loss = lambda w, batch: jnp.sum(w**2) + 0.0 * jnp.sum(batch)
+    kwargs = dict(nbeta=100.0, num_chains=8, num_draws=400, sampler=sampler, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", slt.SLTWarning)
+        auto = slt.estimate_llc(loss, jnp.zeros(10), jnp.zeros((1, 1)), step_size="auto", **kwargs)
+        given = slt.estimate_llc(loss, jnp.zeros(10), jnp.zeros((1, 1)), step_size=1e-3, num_burnin="auto", **kwargs)
+    checks = auto.diagnostics["burnin"]["bias_checks"]
+    assert checks and checks[-1]["step_size"] == auto.config.step_size and not checks[-1]["biased"]
+    assert given.diagnostics["burnin"]["bias_checks"] == [] and given.config.step_size == 1e-3
