@@ -75,6 +75,7 @@ __all__ = [
     "SLTWarning",
     "default_nbeta",
     "estimate_llc",
+    "scale_localization",
     "from_linen",
     "from_nnx",
     "theory",
