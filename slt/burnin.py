@@ -122,12 +122,23 @@ def window_means(llc_trace: np.ndarray) -> tuple[float, float, float]:
     if trace.shape[0] == 0 or b - a < 4 or T - b < 4:
         return float("nan"), float("nan"), float("nan")
     early, late = trace[:, a:b], trace[:, b:]
-    if trace.shape[0] > 1:
-        diff = late.mean(axis=1) - early.mean(axis=1)
-        se = float(np.std(diff, ddof=1) / np.sqrt(len(diff)))
-    else:
-        se = float(np.hypot(diag.mcse(early), diag.mcse(late)))
-    return float(early.mean()), float(late.mean()), se
+    return float(early.mean()), float(late.mean()), difference_se(early, late, coupled=False)
+
+
+def difference_se(first: np.ndarray, second: np.ndarray, *, coupled: bool) -> float:
+    """se of mean(second) - mean(first) for two [chains, k] windows of finite values.
+
+    From the spread of the per-chain differences across the (independent)
+    chains. With one chain: the MCSE of the difference trace when the two
+    windows are coupled runs (same noise, strongly correlated), else the
+    two windows' MCSEs combined.
+    """
+    if first.shape[0] > 1:
+        diff = second.mean(axis=1) - first.mean(axis=1)
+        return float(np.std(diff, ddof=1) / np.sqrt(len(diff)))
+    if coupled:
+        return float(diag.mcse((second[0] - first[0])[None, :]))
+    return float(np.hypot(diag.mcse(first), diag.mcse(second)))
 
 
 def has_levelled(llc_trace: np.ndarray, rule: AutoBurnin) -> tuple[bool, float, float]:
@@ -151,16 +162,12 @@ def halving_difference(at_step: np.ndarray, at_half: np.ndarray) -> tuple[float,
     a, b = a[keep], b[keep]
     if a.shape[0] == 0 or a.shape[1] < 2:
         return float("nan"), float("nan"), float("nan")
-    per_chain = a.mean(axis=1) - b.mean(axis=1)
-    if len(per_chain) > 1:
-        se = float(np.std(per_chain, ddof=1) / np.sqrt(len(per_chain)))
-    else:
-        se = float(diag.mcse((a[0] - b[0])[None, :]))
-    return float(per_chain.mean()), se, float(b.mean())
+    return float(a.mean() - b.mean()), difference_se(b, a, coupled=True), float(b.mean())
 
 
-def bias_check(run_chunk, state, steps: int, step_size: float, to_llc, rule: AutoBurnin) -> tuple[dict, SamplingResult]:
-    """Run ``steps`` from ``state`` at ε and at ε/2 (same noise and batches); (the record, the run to keep).
+def bias_check(run_chunk, state, steps: int, step_size: float, to_llc,
+               rule: AutoBurnin) -> tuple[dict, SamplingResult, tuple[SamplingResult, SamplingResult]]:
+    """Run ``steps`` from ``state`` at ε and at ε/2 (same noise and batches); (the record, the run to keep, both runs).
 
     Biased when λ̂(ε) - λ̂(ε/2) > max(halving_rel·λ̂(ε/2), halving_z·se) (one-sided: SGLD's bias raises
     λ̂ with the step), or when the ε run lost chains to divergence that the ε/2 run kept. A biased
@@ -173,10 +180,8 @@ def bias_check(run_chunk, state, steps: int, step_size: float, to_llc, rule: Aut
     biased = diverged or bool(np.isfinite(d) and np.isfinite(se)
                               and d > max(rule.halving_rel * abs(level), rule.halving_z * se))
     record = {"step_size": step_size, "llc_half_step": level, "difference": d, "se": se, "biased": biased,
-              "healthy_chains": healthy,
-              "compile_seconds": full.compile_seconds + half.compile_seconds,
-              "sample_seconds": full.sample_seconds + half.sample_seconds}
-    return record, half if biased else full
+              "healthy_chains": healthy}
+    return record, half if biased else full, (full, half)
 
 
 def changes_by(changes: list[dict], reason: str) -> list[dict]:
@@ -206,10 +211,10 @@ def burn_in(
     chains are now, not at w* where the calibration's short runs measured it.
     While it is below ``min_acceptance`` (the estimate's own warning level) the
     step is halved and the levelling windows start again from there: a guard
-    against steps near the stability limit. Bias is the check's job below,
-    because the minibatch acceptance reads high where minibatch noise is large. Once levelled, the step's bias
-    is checked where the chains are (module docstring) and the step halved
-    while it is too large.
+    against steps near the stability limit. Bias is left to the check below,
+    because the minibatch acceptance reads high where minibatch noise is
+    large: once levelled, the step's bias is checked where the chains are
+    (module docstring) and the step halved while it is too large.
     """
     bar = None
     if progress:
@@ -254,9 +259,9 @@ def burn_in(
                 if skipped:
                     bias_checks.append({"step": steps, "step_size": step_size, "skipped": skipped})
                     break
-                check, kept = bias_check(run_chunk, state, rule.chunk, step_size, to_llc, rule)
-                compile_s += check.pop("compile_seconds")
-                sample_s += check.pop("sample_seconds")
+                check, kept, runs = bias_check(run_chunk, state, rule.chunk, step_size, to_llc, rule)
+                compile_s += sum(r.compile_seconds for r in runs)
+                sample_s += sum(r.sample_seconds for r in runs)
                 bias_checks.append({"step": steps, **check})
                 parts.append(kept.loss_trace)
                 state, steps = kept.final_state, steps + rule.chunk
