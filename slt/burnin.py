@@ -293,6 +293,27 @@ def merge_runs(burn: BurninResult, draws: SamplingResult) -> SamplingResult:
     )
 
 
+def burnin_warnings(burn: BurninResult) -> list[str]:
+    """What a researcher must hear about a burn-in: it hit its cap still rising, or its step went unchecked."""
+    if not burn.levelled:
+        return [not_levelled_message(burn)]
+    skipped = [c for c in burn.bias_checks if "skipped" in c]
+    if not skipped:
+        return []
+    step = skipped[-1]["step_size"]
+    if skipped[-1]["skipped"] == "max_halvings reached":
+        halvings = len(changes_by(burn.step_changes, "bias"))
+        return [
+            f"the bias check halved the calibrated step {halvings} times, the most AutoBurnin(max_halvings=...) "
+            f"allows, and did not check the step the draws use ({step:.3g}): λ̂ may still be above its small-step "
+            f"value; raise max_halvings or compare with step_size={step / 2:.3g}"
+        ]
+    return [
+        f"λ̂ levelled off too close to the burn-in cap ({burn.steps} steps) to check the calibrated step's bias "
+        f"({step:.3g}) against half of it: raise AutoBurnin(max_steps=...) or compare with step_size={step / 2:.3g}"
+    ]
+
+
 def not_levelled_message(burn: BurninResult) -> str:
     """The warning for a burn-in that hit its cap still rising."""
     m1, m2 = burn.window_means
@@ -310,4 +331,4 @@ def not_levelled_message(burn: BurninResult) -> str:
     )
 
 
-__all__ = ["AutoBurnin", "BurninResult", "burn_in", "halving_difference", "has_levelled", "merge_runs", "not_levelled_message", "window_means"]
+__all__ = ["AutoBurnin", "BurninResult", "burn_in", "burnin_warnings", "halving_difference", "has_levelled", "merge_runs", "not_levelled_message", "window_means"]

@@ -17,7 +17,7 @@ import numpy as np
 
 from slt import diagnostics as diag
 from slt import validation as check
-from slt.burnin import AutoBurnin, burn_in, merge_runs, not_levelled_message
+from slt.burnin import AutoBurnin, burn_in, burnin_warnings, merge_runs
 from slt.localization import resolve_localization
 from slt.losses import full_data_loss
 from slt.posterior import Hyperparameters
@@ -326,10 +326,10 @@ def estimate_llc(
                                                  adapt_step=adapt, progress=progress, devices=devices)
     llc = llc_from_run(run, init_loss, config)
     llc.diagnostics["burnin"] = burn.to_dict()
-    if not burn.levelled and llc.diagnostics["healthy_chains"] > 0:
-        message = not_levelled_message(burn)
-        llc.diagnostics["warnings"].append(message)
-        diag.emit([message])
+    if llc.diagnostics["healthy_chains"] > 0:
+        messages = burnin_warnings(burn)
+        llc.diagnostics["warnings"].extend(messages)
+        diag.emit(messages)
     return _with_calibration(llc, calibration)
 
 

@@ -178,6 +178,26 @@ def test_bias_check_needs_the_difference_beyond_noise_and_halves_on_divergence()
                                                             "skipped": "no room for a check under max_steps"}]
 
 
+def test_an_unchecked_calibrated_step_is_warned_about():
+    from slt.burnin import burn_in, burnin_warnings
+
+    # D is 7% of λ̂ at ε = 1 and 3.6% at ε = 0.5: one halving allowed, so ε = 0.5 is drawn from unchecked
+    one = AutoBurnin(chunk=100, min_steps=400, max_steps=10_000, max_halvings=1).resolved(100)
+    burn = burn_in(stub_chunk_with_bias(0.15, []), lambda losses: losses, one, step_size=1.0, adapt_step=True)
+    assert burn.step_size == 0.5 and burn.bias_checks[-1]["skipped"] == "max_halvings reached"
+    [message] = burnin_warnings(burn)
+    assert "halved the calibrated step 1 times" in message and "step_size=0.25" in message
+    # levelled with no room left under the cap for the check
+    tight = AutoBurnin(chunk=100, min_steps=400, max_steps=400).resolved(100)
+    capped = burn_in(stub_chunk_with_bias(0.15, []), lambda losses: losses, tight, step_size=1.0, adapt_step=True)
+    [message] = burnin_warnings(capped)
+    assert "too close to the burn-in cap (400 steps)" in message and "step_size=0.5" in message
+    # checked and passed, or a step the user gave: nothing to say
+    assert burnin_warnings(burn_in(stub_chunk_with_bias(0.15, []), lambda losses: losses, RULE, step_size=1.0,
+                                   adapt_step=True)) == []
+    assert burnin_warnings(burn_in(stub_chunk_with_bias(0.15, []), lambda losses: losses, one, step_size=1.0)) == []
+
+
 def test_halving_difference_with_one_chain_and_a_diverged_one():
     from slt.burnin import halving_difference
 
