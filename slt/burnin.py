@@ -10,15 +10,20 @@ thousands of steps (deep linear networks at ε = 5e-7: λ̂ still climbing after
 Rule (a window comparison in the spirit of Geweke 1992 and of split R-hat,
 Gelman et al. BDA3 §11.4): the burn-in runs in chunks of one compiled
 program, each continuing the last exactly. With T steps done, let m₁ and m₂
-be the mean LLC over steps (T/2, 3T/4] and (3T/4, T]. The trace has levelled
+be the mean LLC over steps (T/4, 5T/8] and (5T/8, T]. The trace has levelled
 when
 
     |m₂ - m₁| ≤ max(rel·|m₂|, z·se(m₂ - m₁)),
 
 se from the spread of the per-chain differences across the independent
-chains, i.e. the windows agree to ``rel`` or within their Monte Carlo error. Because both windows scale with T, a trace
-that approaches its level like e^(-t/τ) stops at T ≈ a few τ, and the draws
-that follow start where the trace already sits at its level.
+chains, i.e. the windows agree to ``rel`` or within their Monte Carlo error.
+Because both windows scale with T, a trace that approaches its level like
+e^(-t/τ) stops at T ≈ a few τ. The spread along singular directions is
+diffusive, and its rise slower, like t^(-1/2): there m₂ - m₁ is about 2/5 of
+the rise still to come, so rel = 1% stops with about 2.5% left. Adjacent
+quarter-windows (T/2, 3T/4], (3T/4, T] see only 1/5 of it: with them the
+[20]×4 deep linear network stopped 7% below its exact value
+(docs/calibration.md).
 
 For a step the calibration chose, the levelled chains also get a bias check
 where they are (:func:`halving_difference`): the next chunk is run twice
@@ -49,7 +54,7 @@ class AutoBurnin:
 
     ``chunk``: steps per compiled call (None: a quarter of the draws' steps,
     at least 100). ``min_steps``/``max_steps``: bounds on the burn-in (None:
-    4 chunks / 20× the draws' steps, at least 10,000). ``rel``, ``z``: the
+    4 chunks / 50× the draws' steps, at least 10,000). ``rel``, ``z``: the
     levelling rule of the module docstring. ``halving_rel``, ``halving_z``,
     ``max_halvings``: the bias check of a calibrated step (module docstring;
     the tolerance of :func:`slt.calibrate`'s halving check, so the bias left is
@@ -60,7 +65,7 @@ class AutoBurnin:
     min_steps: int | None = None
     max_steps: int | None = None
     rel: float = 0.01
-    z: float = 1.0
+    z: float = 2.0
     halving_rel: float = 0.025
     halving_z: float = 2.0
     max_halvings: int = 6
@@ -79,7 +84,7 @@ class AutoBurnin:
     def resolved(self, draw_steps: int) -> "AutoBurnin":
         """Fill the defaults that depend on the number of draw steps."""
         chunk = self.chunk or max(100, draw_steps // 4)
-        max_steps = self.max_steps or max(10_000, 20 * draw_steps)
+        max_steps = self.max_steps or max(10_000, 50 * draw_steps)
         min_steps = min(self.min_steps or 4 * chunk, max_steps)
         return replace(self, chunk=int(chunk), min_steps=int(min_steps), max_steps=int(max_steps))
 
@@ -107,7 +112,7 @@ class BurninResult:
 
 
 def window_means(llc_trace: np.ndarray) -> tuple[float, float, float]:
-    """(m₁, m₂, se of m₂ - m₁) over steps (T/2, 3T/4] and (3T/4, T] of a [chains, T] trace.
+    """(m₁, m₂, se of m₂ - m₁) over steps (T/4, 5T/8] and (5T/8, T] of a [chains, T] trace.
 
     se comes from the spread of the per-chain differences across chains
     (independent chains): an ESS-based error would read a slow upward drift
@@ -118,7 +123,7 @@ def window_means(llc_trace: np.ndarray) -> tuple[float, float, float]:
     trace = np.asarray(llc_trace, np.float64)
     trace = trace[np.all(np.isfinite(trace), axis=1)]
     T = trace.shape[1]
-    a, b = T // 2, (3 * T) // 4
+    a, b = T // 4, (5 * T) // 8
     if trace.shape[0] == 0 or b - a < 4 or T - b < 4:
         return float("nan"), float("nan"), float("nan")
     early, late = trace[:, a:b], trace[:, b:]
@@ -321,13 +326,13 @@ def not_levelled_message(burn: BurninResult) -> str:
     if halved:  # the windows restarted after the last halving and did not level again before the cap
         return (
             f"num_burnin='auto' stopped at its cap ({burn.steps} steps) before λ̂ levelled off again after the bias "
-            f"check halved the step to {halved[-1]['to']:.3g} (mean over the last two quarter-windows {m1:.4g} → "
-            f"{m2:.4g}): raise AutoBurnin(max_steps=...)"
+            f"check halved the step to {halved[-1]['to']:.3g} (window means {m1:.4g} → {m2:.4g}): raise "
+            "AutoBurnin(max_steps=...)"
         )
     return (
-        f"num_burnin='auto' stopped at its cap of {burn.steps} steps before λ̂ levelled off (mean over the last two "
-        f"quarter-windows {m1:.4g} → {m2:.4g}); the estimate is likely low: raise AutoBurnin(max_steps=...) or the "
-        "step size (slt.calibrate)"
+        f"num_burnin='auto' stopped at its cap of {burn.steps} steps before λ̂ levelled off (window means "
+        f"{m1:.4g} → {m2:.4g}); the estimate is likely low: raise AutoBurnin(max_steps=...) or the step size "
+        "(slt.calibrate)"
     )
 
 

@@ -32,15 +32,28 @@ def standard_error(r):
 def test_window_rule_on_synthetic_traces():
     rng = np.random.default_rng(0)
     flat = 10.0 + rng.normal(size=(4, 4000))
-    rising = flat + np.linspace(0.0, 5.0, 4000)  # +1.25 between the two quarter-windows, noise se ≈ 0.02
-    rule = AutoBurnin(rel=0.01, z=1.0)
+    rising = flat + np.linspace(0.0, 5.0, 4000)  # windows (T/4, 5T/8], (5T/8, T]: +1.875 apart, noise se ≈ 0.03
+    rule = AutoBurnin(rel=0.01, z=2.0)
     assert has_levelled(flat, rule)[0]
     ok, m1, m2 = has_levelled(rising, rule)
-    assert not ok and m2 - m1 == pytest.approx(1.25, abs=0.1)
+    assert not ok and m2 - m1 == pytest.approx(1.875, abs=0.1)
     # a diverged chain is left out, not averaged in
     broken = flat.copy()
     broken[0, 3000] = np.nan
     assert np.isfinite(window_means(broken)[0]) and has_levelled(broken, rule)[0]
+
+
+def test_window_rule_stops_a_diffusive_rise_with_little_of_it_left():
+    """λ̂(t) = 100 - 40/√(1 + t/100), the slow rise of chains spreading along singular directions.
+
+    The windows see about 2/5 of the rise still to come, so the default 1% stops with about 2.5% left
+    (adjacent quarter-windows see 1/5 and stop with 5% left).
+    """
+    steps = np.arange(1, 400_001)
+    curve = 100 - 40 / np.sqrt(1 + steps / 100)
+    trace = curve + 0.01 * np.random.default_rng(1).normal(size=(4, steps.size))
+    stop = next(T for T in range(2000, steps.size + 1, 2000) if has_levelled(trace[:, :T], AutoBurnin())[0])
+    assert 1.5 < 100 - curve[stop - 1] < 3.0, (stop, 100 - curve[stop - 1])
 
 
 def test_auto_burnin_reaches_the_exact_value_where_a_short_burnin_does_not():
