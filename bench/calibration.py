@@ -59,6 +59,16 @@ def step_column(calibrated: float, used: float) -> str:
     return f"{calibrated:.3g}" if used == calibrated else f"{calibrated:.3g} → {used:.3g}"
 
 
+EXACT_COLUMN = 12  # where the row has "exact λ̂" and "vs exact"
+
+
+def exact_reference(shape, rank) -> dict | None:
+    """The exact finite-t λ̂ at γ = 1 from bench/dln_exact.py ({"value", "se"}), if it has been computed."""
+    from dln_exact import load_results
+
+    return load_results().get(f"{list(shape)} r={rank}")
+
+
 def run_dln(shape, rank, *, quick, localization: float | str = 1.0):
     from slt.models.dln import make_dln_task
 
@@ -83,18 +93,24 @@ def run_dln(shape, rank, *, quick, localization: float | str = 1.0):
     flags = []
     if any("still rising" in w for w in cal["warnings"]):
         flags.append("calibration: λ̂ still rising at 300 steps")
-    if any("not levelled off" in str(w.message) or "levelled off (mean" in str(w.message) for w in caught):
+    if any("stopped at its cap" in str(w.message) for w in caught):
         flags.append("estimate: not levelled off")
+    if any("did not check the step" in str(w.message) or "too close to the burn-in cap" in str(w.message)
+           for w in caught):
+        flags.append("estimate: step not bias-checked")
+
     full_product = rank == min(shape[0], shape[-1])
     return {
         "row": [
             str(shape), rank, "full" if full_product else "deficient", d,
             lam, f"{result.config.localization:.3g}", step_column(cal["step_size"], result.config.step_size), f"{chains}×({burnin}+{draws})", f"{result.diagnostics['acceptance_mean']:.2f}", result.llc_mean,
-            se_of(result), f"{100 * rel:+.1f}%", f"{cal['cost']['chain_steps'] / est_steps:.0%}",
+            se_of(result), f"{100 * rel:+.1f}%", "-", "-", f"{cal['cost']['chain_steps'] / est_steps:.0%}",
             f"{cal['cost']['seconds']:.1f} ({cal['cost']['compile_seconds']:.1f})",
             f"{est_seconds:.1f} ({est_compile:.1f})", f"{warm:.1f}", "; ".join(flags) or "-",
         ],
         "rel": rel,
+        "llc": result.llc_mean,
+        "rank": rank,
         "step_frac": cal["cost"]["chain_steps"] / est_steps,
         "time_frac": cal["cost"]["seconds"] / est_seconds,
         "warm_frac": warm / result.timing["sample_seconds"],
@@ -123,8 +139,14 @@ def main(argv=None) -> int:
         results.append(run_dln(shape, rank, quick=args.quick, localization=args.localization))
         print(results[-1]["row"], flush=True)
     header = ["widths (in→out)", "rank", "product", "d", "Aoyagi λ", "γ", "auto ε (calibrated → draws)", "chains×(auto burn-in+draws)", "MALA acc.", "λ̂", "± se", "vs λ",
-              "calibration chain-steps / estimation", "calibration s (compile)", "estimation s (compile)",
+              "exact λ̂ (NUTS, bench/dln_exact.py)", "vs exact", "calibration chain-steps / estimation", "calibration s (compile)", "estimation s (compile)",
               "calibration s, compiled", "flags"]
+    for r in results:  # the exact values, read now: bench/dln_exact.py may have been running alongside
+        exact = exact_reference(r["shape"], r["rank"]) if args.localization == 1.0 else None
+        r["rel_exact"] = r["llc"] / exact["value"] - 1 if exact else None
+        if exact:
+            r["row"][EXACT_COLUMN:EXACT_COLUMN + 2] = [f"{exact['value']:.5g} ± {exact['se']:.2g}",
+                                                      f"{100 * r['rel_exact']:+.1f}%"]
     gamma_text = ('0.5·d/‖w*‖² (localization="scale"; γ = 1 where w* = 0)' if args.localization == SCALE
                   else f"{args.localization:g}")
     within = [r for r in results if abs(r["rel"]) <= 0.10]
@@ -137,6 +159,10 @@ def main(argv=None) -> int:
         + f"\n\n{len(within)}/{len(results)} networks within 10% of Aoyagi's λ "
         f"(median |error| {100 * np.median([abs(r['rel']) for r in results]):.1f}%)"
         + (f"; missed: {', '.join(missed)}" if missed else "")
+        + (f". Against the exact finite-t value (NUTS, where computed): median |error| "
+           f"{100 * np.median([abs(r['rel_exact']) for r in results if r['rel_exact'] is not None]):.1f}%, "
+           f"largest {100 * max(abs(r['rel_exact']) for r in results if r['rel_exact'] is not None):.1f}%"
+           if any(r["rel_exact"] is not None for r in results) else "")
         + ". Calibration cost: median "
         f"{np.median([r['step_frac'] for r in results]):.0%} of the estimation's chain-steps (target ≤ 25%); in "
         f"wall-clock time {np.median([r['time_frac'] for r in results]):.0%} of the estimation when both compile "

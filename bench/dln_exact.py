@@ -23,6 +23,7 @@ Written to docs/calibration.md between ``<!-- bench:dln-exact:start -->`` and ``
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -34,7 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy import DLN_SHAPES  # noqa: E402  (the accuracy benchmark's networks)
 from common import machine_line, markdown_table, write_section  # noqa: E402
 
+RESULTS = Path(__file__).resolve().parent / "dln_exact.json"  # read by bench/calibration.py for its "vs exact" column
 N_DATA = 100_000
+MAX_TREE_DEPTH = 9
 T = N_DATA / math.log(N_DATA)  # nβ = n/log n
 
 
@@ -76,7 +79,7 @@ def full_batch_tk(widths, rank: int, *, population: bool = False, seed: int = 0)
 
 
 def exact_llc(widths, rank: int, gamma: float = 1.0, *, warmup: int, samples: int, chains: int = 2,
-              max_tree_depth: int = 9, population: bool = False, seed: int = 0) -> dict:
+              max_tree_depth: int = MAX_TREE_DEPTH, population: bool = False, seed: int = 0) -> dict:
     """t·E[L] under exp(-t·L - γ/2‖w - w*‖²) by NUTS from w* (module docstring), with its checks."""
     import jax
     import jax.numpy as jnp
@@ -113,11 +116,31 @@ def exact_llc(widths, rank: int, gamma: float = 1.0, *, warmup: int, samples: in
     }
 
 
+def load_results() -> dict:
+    """{"[widths] r=rank": {"value", "se", ...}} from the last full run (empty if none)."""
+    return json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+
+
 def row(name: str, d: int, lam: float, r: dict, reference: str = "") -> list[str]:
     first, second = r["halves"]
     return [name, str(d), f"{lam:.5g}", f"{r['value']:.5g} ± {r['se']:.2g}", f"{100 * (r['value'] / lam - 1):+.1f}%",
             f"{100 * (second / first - 1):+.2f}%", f"{r['rhat']:.3f}", f"{r['ess']:.0f}",
             f"{r['leapfrog_per_draw']:.0f}", str(r["divergences"]), reference, f"{r['seconds']:.0f}"]
+
+
+def section(table: str, warmup: int, samples: int, seconds: float) -> str:
+    """The docs section around the table."""
+    return "\n".join([
+        f"γ = 1, nβ = n/log n, n = 1e5. NUTS (numpyro, float64) over all parameters of the tempered posterior with "
+        f"the closed-form full-batch loss, {warmup} warm-up and {samples} draws per chain, 2 chains from w\\*, at "
+        f"most {2 ** MAX_TREE_DEPTH - 1} leapfrog steps per draw. This is the value a correct sampler gives at this "
+        "t; \"vs λ\" is its gap to Aoyagi's λ, which SGLD would show too if it were exact. The first row checks the "
+        "method against the exact reduction of bench/rank0_exact.py.",
+        "",
+        table,
+        "",
+        f"_{machine_line()}; total {seconds:.0f} s; `python bench/dln_exact.py`._",
+    ])
 
 
 HEADER = ["network", "d", "Aoyagi λ", "exact t·E[L] (NUTS)", "vs λ", "2nd half vs 1st", "R-hat", "ESS",
@@ -150,23 +173,14 @@ def main(argv=None) -> int:
         d = sum(a * b for a, b in zip(widths[:-1], widths[1:]))
         rows.append(row(f"{widths} r={rank}", d, r["lam"], r))
         print(rows[-1], flush=True)
+        if not args.quick:  # kept as it goes: a long run never loses finished networks
+            saved = load_results()
+            saved[f"{list(widths)} r={rank}"] = {k: r[k] for k in ("value", "se", "rhat", "ess", "lam")}
+            RESULTS.write_text(json.dumps(saved, indent=1) + "\n")
     table = markdown_table(HEADER, rows)
     print(table)
     if not args.no_write and not args.quick:
-        body = "\n".join([
-            "### Exact λ̂ of the deep linear networks at finite t (NUTS on the full-batch loss, γ = 1, nβ = n/log n)",
-            "",
-            f"bench/dln_exact.py: NUTS (numpyro, float64) over all parameters of the tempered posterior with the "
-            f"closed-form full-batch loss, {warmup} warm-up and {samples} draws per chain, 2 chains from w\\*. "
-            "This is the value a correct sampler gives at this t; \"vs λ\" is its gap to Aoyagi's λ, which SGLD "
-            "would show too if it were exact. The first row checks the method against the exact reduction of "
-            "bench/rank0_exact.py.",
-            "",
-            table,
-            "",
-            f"_{machine_line()}; total {time.perf_counter() - start:.0f} s; `python bench/dln_exact.py`._",
-        ])
-        write_section("calibration.md", "dln-exact", body)
+        write_section("calibration.md", "dln-exact", section(table, warmup, samples, time.perf_counter() - start))
     return 0
 
 
