@@ -215,9 +215,8 @@ def burn_in(
     the chunks also measure the MALA acceptance of the proposals where the
     chains are now, not at w* where the calibration's short runs measured it.
     While it is below ``min_acceptance`` (the estimate's own warning level) the
-    step is halved and the levelling windows start again from there, over at
-    least half as many steps as the run so far (the climb is still on): a
-    guard against steps near the stability limit. Bias is left to the check below,
+    step is halved and the levelling windows start again from there: a guard
+    against steps near the stability limit. Bias is left to the check below,
     because the minibatch acceptance reads high where minibatch noise is
     large: once levelled, the step's bias is checked where the chains are
     (module docstring) and the step halved while it is too large.
