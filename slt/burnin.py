@@ -227,7 +227,6 @@ def burn_in(
 
         bar = tqdm(total=rule.max_steps, desc="burn-in (until λ̂ levels off)", unit="step", leave=False)
     parts, window, state, steps, since_change = [], [], None, 0, 0
-    needed = rule.min_steps  # steps at the current step size before the windows are read
     changes: list[dict] = []
     bias_checks: list[dict] = []
     compile_s = sample_s = 0.0
@@ -249,13 +248,10 @@ def burn_in(
             if acceptance is not None and acceptance < min_acceptance:
                 changes.append({"step": steps, "reason": "acceptance", "acceptance": acceptance,
                                 "from": step_size, "to": step_size / 2})
-                # a halving during the climb: the windows restart, but must see as much of the climb as the
-                # first half of the run did, or a short window after the change passes a slow rise off as level
                 step_size, window, since_change = step_size / 2, [], 0
-                needed = max(rule.min_steps, min(steps // 2, rule.max_steps - steps - rule.chunk))
                 levelled = False
                 continue
-            if since_change >= needed:
+            if since_change >= rule.min_steps:
                 levelled, m1, m2 = has_levelled(to_llc(np.concatenate(window, axis=1)), rule)
                 if bar is not None and np.isfinite(m2):
                     bar.set_postfix_str(f"λ̂ windows {m1:.4g} → {m2:.4g}")
@@ -281,7 +277,6 @@ def burn_in(
                 changes.append({"step": steps - rule.chunk, "reason": "bias", "difference": check["difference"],
                                 "se": check["se"], "from": step_size, "to": step_size / 2})
                 step_size, window, since_change, levelled = step_size / 2, [kept.loss_trace], rule.chunk, False
-                needed = rule.min_steps  # the chains had levelled: only the new step's own settling is left
     finally:
         if bar is not None:
             bar.close()

@@ -120,29 +120,6 @@ def test_burnin_halves_a_calibrated_step_whose_acceptance_drops_after_w_star():
     assert fixed.step_size == 1.0 and not fixed.step_changes
 
 
-def test_after_a_halving_in_the_climb_the_windows_see_half_the_run_again():
-    """λ̂ rises 10% per 1000 steps until step 2000, then stays; the acceptance drops once, at step 2000.
-
-    Restarted windows of the usual 4 chunks would read a level at 2400; they must cover 1000 steps (half of
-    the run so far) at the new step before the trace is judged, so a slow climb is not passed off as level.
-    """
-    from slt.burnin import burn_in
-    from slt.sampling import ChainState, SamplingResult
-
-    def run_chunk(state, steps, step):
-        start = state.step if state else 0
-        t = start + np.arange(steps)
-        acceptance = np.full((2, 5), 0.4 if start + steps == 2000 else 0.9)
-        final = ChainState(None, np.full(2, -1), start + steps, None, "threefry2x32")
-        trace = np.broadcast_to(1 + 0.1 * np.minimum(t, 2000) / 1000, (2, steps)).copy()
-        return SamplingResult(trace, acceptance, np.arange(5), np.full(2, -1), 0.0, 0.0, final_state=final)
-
-    rule = AutoBurnin(chunk=100, min_steps=400, max_steps=10_000).resolved(100)
-    burn = burn_in(run_chunk, lambda losses: losses, rule, step_size=1.0, adapt_step=True)
-    assert [(c["reason"], c["step"]) for c in burn.step_changes] == [("acceptance", 2000)]
-    assert burn.levelled and burn.steps == 2000 + 1000 + 100  # the windows, then the bias check's chunk
-
-
 def stub_chunk_with_bias(bias_per_step: float, calls: list, *, chain_noise: float = 0.0, diverge_above: float = np.inf):
     """A run_chunk whose λ̂ trace sits at 1 + bias_per_step·ε (SGLD's O(ε) bias), flat in time.
 
