@@ -93,7 +93,7 @@ def run_dln(shape, rank, *, quick, localization: float | str = 1.0):
     flags = []
     if any("still rising" in w for w in cal["warnings"]):
         flags.append("calibration: λ̂ still rising at 300 steps")
-    if any("stopped at its cap" in str(w.message) for w in caught):
+    if any("stopped at its cap" in str(w.message) or "has not levelled off" in str(w.message) for w in caught):
         flags.append("estimate: not levelled off")
     if any("did not check the step" in str(w.message) or "too close to the burn-in cap" in str(w.message)
            for w in caught):

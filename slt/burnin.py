@@ -16,13 +16,14 @@ when
     |m₂ - m₁| ≤ max(rel·|m₂|, z·se(m₂ - m₁)),
 
 se from the spread of the per-chain differences across the independent
-chains, i.e. the windows agree to ``rel`` or within their Monte Carlo error.
+chains, i.e. the windows agree to ``rel`` or within ``z`` (default 2)
+standard errors.
 Because both windows scale with T, a trace that approaches its level like
 e^(-t/τ) stops at T ≈ a few τ. The spread along singular directions is
 diffusive, and its rise slower, like t^(-1/2): there m₂ - m₁ is about 2/5 of
 the rise still to come, so rel = 1% stops with about 2.5% left. Adjacent
 quarter-windows (T/2, 3T/4], (3T/4, T] see only 1/5 of it: with them the
-[20]×4 deep linear network stopped 7% below its exact value
+[20]×4 deep linear network stopped 5.6% below its exact value
 (docs/calibration.md).
 
 For a step the calibration chose, the levelled chains also get a bias check
@@ -309,12 +310,13 @@ def burnin_warnings(burn: BurninResult) -> list[str]:
     if skipped[-1]["skipped"] == "max_halvings reached":
         halvings = len(changes_by(burn.step_changes, "bias"))
         return [
-            f"the bias check halved the calibrated step {halvings} times, the most AutoBurnin(max_halvings=...) "
+            f"the bias check halved the calibrated step {halvings} time{'s' if halvings != 1 else ''}, the most "
+            "AutoBurnin(max_halvings=...) "
             f"allows, and did not check the step the draws use ({step:.3g}): λ̂ may still be above its small-step "
             f"value; raise max_halvings or compare with step_size={step / 2:.3g}"
         ]
     return [
-        f"λ̂ levelled off too close to the burn-in cap ({burn.steps} steps) to check the calibrated step's bias "
+        f"λ̂ levelled off at {burn.steps} steps, too close to the burn-in cap to check the calibrated step's bias "
         f"({step:.3g}) against half of it: raise AutoBurnin(max_steps=...) or compare with step_size={step / 2:.3g}"
     ]
 

@@ -32,7 +32,7 @@ def standard_error(r):
 def test_window_rule_on_synthetic_traces():
     rng = np.random.default_rng(0)
     flat = 10.0 + rng.normal(size=(4, 4000))
-    rising = flat + np.linspace(0.0, 5.0, 4000)  # windows (T/4, 5T/8], (5T/8, T]: +1.875 apart, noise se ≈ 0.03
+    rising = flat + np.linspace(0.0, 5.0, 4000)  # windows (T/4, 5T/8], (5T/8, T]: +1.875 apart, noise se ≈ 0.013
     rule = AutoBurnin(rel=0.01, z=2.0)
     assert has_levelled(flat, rule)[0]
     ok, m1, m2 = has_levelled(rising, rule)
@@ -199,12 +199,12 @@ def test_an_unchecked_calibrated_step_is_warned_about():
     burn = burn_in(stub_chunk_with_bias(0.15, []), lambda losses: losses, one, step_size=1.0, adapt_step=True)
     assert burn.step_size == 0.5 and burn.bias_checks[-1]["skipped"] == "max_halvings reached"
     [message] = burnin_warnings(burn)
-    assert "halved the calibrated step 1 times" in message and "step_size=0.25" in message
+    assert "halved the calibrated step 1 time," in message and "step_size=0.25" in message
     # levelled with no room left under the cap for the check
     tight = AutoBurnin(chunk=100, min_steps=400, max_steps=400).resolved(100)
     capped = burn_in(stub_chunk_with_bias(0.15, []), lambda losses: losses, tight, step_size=1.0, adapt_step=True)
     [message] = burnin_warnings(capped)
-    assert "too close to the burn-in cap (400 steps)" in message and "step_size=0.5" in message
+    assert "levelled off at 400 steps, too close to the burn-in cap" in message and "step_size=0.5" in message
     # checked and passed, or a step the user gave: nothing to say
     assert burnin_warnings(burn_in(stub_chunk_with_bias(0.15, []), lambda losses: losses, RULE, step_size=1.0,
                                    adapt_step=True)) == []
