@@ -23,6 +23,7 @@ from scipy import integrate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import slt  # noqa: E402
+from slt.burnin import CAP_PER_DRAW_STEP  # noqa: E402
 from bench.common import machine_line, markdown_table, write_section  # noqa: E402
 from tests.exact import normal_crossing_w1sq_w2sq  # noqa: E402
 
@@ -218,7 +219,7 @@ def section_dln(quick: bool, *, auto_burnin: bool = False, construction: str = "
         intro = ("### Deep linear networks, published ε with `num_burnin=\"auto\"` (n = 1e5, batch 500, ε = 5e-7)\n\n"
                  "The same networks, step and draws as the table above; the burn-in runs until the λ̂ trace has "
                  "levelled off (slt.burnin) instead of a fixed 10k (5k) steps. \"(cap)\": the burn-in reached its cap of "
-                 f"{slt.AutoBurnin().resolved(1_000_000).max_steps // 1_000_000}× the draws still rising.\n\n")
+                 f"{CAP_PER_DRAW_STEP}× the draws still rising.\n\n")
     else:
         intro = ("### Deep linear networks (n = 1e5, batch 500, ε = 5e-7, MSE over examples and outputs)\n\n"
                  "The LLC trace climbs for about 10k steps at this step size before it levels off, so half of each "

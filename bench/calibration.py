@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import slt  # noqa: E402
 from accuracy import DLN_SHAPES, dln_chains_and_draws, se_of  # noqa: E402  (the accuracy benchmark's networks)
 from common import machine_line, markdown_table, write_section  # noqa: E402
+from dln_exact import load_results, result_key  # noqa: E402  (exact values for the "vs exact" column)
 from slt.localization import SCALE, parse_localization  # noqa: E402
 
 N = 100_000
@@ -62,13 +63,6 @@ def step_column(calibrated: float, used: float) -> str:
 EXACT_COLUMN = 12  # where the row has "exact λ̂" and "vs exact"
 
 
-def exact_reference(shape, rank) -> dict | None:
-    """The exact finite-t λ̂ at γ = 1 from bench/dln_exact.py ({"value", "se"}), if it has been computed."""
-    from dln_exact import load_results
-
-    return load_results().get(f"{list(shape)} r={rank}")
-
-
 def run_dln(shape, rank, *, quick, localization: float | str = 1.0):
     from slt.models.dln import make_dln_task
 
@@ -93,10 +87,10 @@ def run_dln(shape, rank, *, quick, localization: float | str = 1.0):
     flags = []
     if any("still rising" in w for w in cal["warnings"]):
         flags.append("calibration: λ̂ still rising at 300 steps")
-    if any("stopped at its cap" in str(w.message) or "has not levelled off" in str(w.message) for w in caught):
+    burn = result.diagnostics["burnin"]
+    if not burn["levelled"] or any("has not levelled off" in str(w.message) for w in caught):  # burn-in or draws
         flags.append("estimate: not levelled off")
-    if any("did not check the step" in str(w.message) or "too close to the burn-in cap" in str(w.message)
-           for w in caught):
+    if any("skipped" in c for c in burn["bias_checks"]):
         flags.append("estimate: step not bias-checked")
 
     full_product = rank == min(shape[0], shape[-1])
@@ -141,8 +135,10 @@ def main(argv=None) -> int:
     header = ["widths (in→out)", "rank", "product", "d", "Aoyagi λ", "γ", "auto ε (calibrated → draws)", "chains×(auto burn-in+draws)", "MALA acc.", "λ̂", "± se", "vs λ",
               "exact λ̂ (NUTS, bench/dln_exact.py)", "vs exact", "calibration chain-steps / estimation", "calibration s (compile)", "estimation s (compile)",
               "calibration s, compiled", "flags"]
-    for r in results:  # the exact values, read now: bench/dln_exact.py may have been running alongside
-        exact = exact_reference(r["shape"], r["rank"]) if args.localization == 1.0 else None
+    # the exact values at γ = 1, read now: bench/dln_exact.py may have been running alongside
+    exact_values = load_results() if args.localization == 1.0 else {}
+    for r in results:
+        exact = exact_values.get(result_key(r["shape"], r["rank"]))
         r["rel_exact"] = r["llc"] / exact["value"] - 1 if exact else None
         if exact:
             r["row"][EXACT_COLUMN:EXACT_COLUMN + 2] = [f"{exact['value']:.5g} ± {exact['se']:.2g}",

@@ -46,33 +46,24 @@ def full_batch_tk(widths, rank: int, *, population: bool = False, seed: int = 0)
 
     ``population``: S = E[xxᵀ] = (100/3)·I for x ~ U[-10, 10] instead of the sample's XᵀX/n.
     """
+    import jax
     import jax.numpy as jnp
+    from jax.flatten_util import ravel_pytree
 
-    from slt.models.dln import make_dln_task
+    from slt.models.dln import make_dln_task, product
 
     task = make_dln_task(list(widths), rank, N_DATA, seed=seed)
-    kernels = [np.asarray(task.params["layers"][i]["kernel"], np.float64) for i in range(len(widths) - 1)]
+    w_star, unravel = ravel_pytree(jax.tree.map(lambda k: jnp.asarray(k, jnp.float64), task.params))
     if population:
         S = np.eye(widths[0]) * 20.0**2 / 12
     else:
         x = np.asarray(task.data["x"], np.float64)
         S = x.T @ x / len(x)
     S = jnp.asarray(S)
-    shapes = [k.shape for k in kernels]
-    cuts = np.cumsum([k.size for k in kernels])[:-1]
-
-    def product(flat):
-        parts = jnp.split(flat, cuts)
-        out = parts[0].reshape(shapes[0])
-        for part, shape in zip(parts[1:], shapes[1:]):
-            out = out @ part.reshape(shape)
-        return out
-
-    w_star = jnp.concatenate([jnp.ravel(jnp.asarray(k)) for k in kernels])
-    target = product(w_star)
+    target = product(unravel(w_star))
 
     def tk(flat):
-        D = product(flat) - target
+        D = product(unravel(flat)) - target
         return T * jnp.sum(D * (S @ D)) / widths[-1]
 
     return w_star, tk, task.meta["lam"]
@@ -83,8 +74,9 @@ def exact_llc(widths, rank: int, gamma: float = 1.0, *, warmup: int, samples: in
     """t·E[L] under exp(-t·L - γ/2‖w - w*‖²) by NUTS from w* (module docstring), with its checks."""
     import jax
     import jax.numpy as jnp
-    from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
     from numpyro.infer import MCMC, NUTS
+
+    from slt import diagnostics as diag
 
     start = time.perf_counter()
     with jax.enable_x64(True):
@@ -100,20 +92,23 @@ def exact_llc(widths, rank: int, gamma: float = 1.0, *, warmup: int, samples: in
         draws = mcmc.get_samples(group_by_chain=True)
         values = np.asarray(jax.vmap(jax.vmap(tk))(draws))  # [chains, samples]
         extra = mcmc.get_extra_fields()
-    ess = float(effective_sample_size(values[..., None])[0])
-    half = samples // 2
-    halves = values[:, :half].mean(), values[:, half:].mean()
+    _, *halves = diag.levelled_off(values)  # the means of the first and second half of the draws
     return {
         "value": float(values.mean()),
-        "se": float(values.std() / math.sqrt(ess)),
-        "rhat": float(split_gelman_rubin(values[..., None])[0]),
-        "ess": ess,
+        "se": diag.mcse(values),
+        "rhat": diag.rhat(values),
+        "ess": diag.ess(values),
         "halves": halves,
         "lam": lam,
         "leapfrog_per_draw": float(np.mean(extra["num_steps"])),
         "divergences": int(np.sum(extra["diverging"])),
         "seconds": time.perf_counter() - start,
     }
+
+
+def result_key(widths, rank: int) -> str:
+    """The network's key in bench/dln_exact.json."""
+    return f"{list(widths)} r={rank}"
 
 
 def load_results() -> dict:
@@ -175,7 +170,7 @@ def main(argv=None) -> int:
         print(rows[-1], flush=True)
         if not args.quick:  # kept as it goes: a long run never loses finished networks
             saved = load_results()
-            saved[f"{list(widths)} r={rank}"] = {k: r[k] for k in ("value", "se", "rhat", "ess", "lam")}
+            saved[result_key(widths, rank)] = {k: r[k] for k in ("value", "se", "rhat", "ess", "lam")}
             RESULTS.write_text(json.dumps(saved, indent=1) + "\n")
     table = markdown_table(HEADER, rows)
     print(table)

@@ -50,8 +50,9 @@ def exact_llc(gamma: float, *, warmup: int, samples: int, chains: int = 2, seed:
     import jax.numpy as jnp
     import numpyro
     import numpyro.distributions as dist
-    from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
     from numpyro.infer import MCMC, NUTS, init_to_value
+
+    from slt import diagnostics as diag
 
     m, h, n_out = WIDTHS
     k = min(m, h)
@@ -71,8 +72,7 @@ def exact_llc(gamma: float, *, warmup: int, samples: int, chains: int = 2, seed:
         mcmc.run(jax.random.PRNGKey(seed))
         a = T * C * np.exp(2 * np.asarray(mcmc.get_samples(group_by_chain=True)["u"]))
     llc = n_out * np.sum(a / (2 * a + gamma), axis=-1)  # [chains, draws]
-    ess = float(effective_sample_size(llc[..., None])[0])
-    return float(llc.mean()), float(llc.std() / math.sqrt(ess)), float(split_gelman_rubin(llc[..., None])[0])
+    return float(llc.mean()), diag.mcse(llc), diag.rhat(llc)
 
 
 def sgld_estimate(task, gamma: float, step, chains: int, draws: int):

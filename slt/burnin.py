@@ -49,6 +49,9 @@ from slt import validation as check
 from slt.sampling import ChainState, SamplingResult
 
 
+CAP_PER_DRAW_STEP = 50  # default max_steps: this many times the draws' steps (at least 10,000)
+
+
 @dataclass(frozen=True)
 class AutoBurnin:
     """Settings of the adaptive burn-in (pass one as ``num_burnin`` to change them).
@@ -85,7 +88,7 @@ class AutoBurnin:
     def resolved(self, draw_steps: int) -> "AutoBurnin":
         """Fill the defaults that depend on the number of draw steps."""
         chunk = self.chunk or max(100, draw_steps // 4)
-        max_steps = self.max_steps or max(10_000, 50 * draw_steps)
+        max_steps = self.max_steps or max(10_000, CAP_PER_DRAW_STEP * draw_steps)
         min_steps = min(self.min_steps or 4 * chunk, max_steps)
         return replace(self, chunk=int(chunk), min_steps=int(min_steps), max_steps=int(max_steps))
 
@@ -311,9 +314,8 @@ def burnin_warnings(burn: BurninResult) -> list[str]:
         halvings = len(changes_by(burn.step_changes, "bias"))
         return [
             f"the bias check halved the calibrated step {halvings} time{'s' if halvings != 1 else ''}, the most "
-            "AutoBurnin(max_halvings=...) "
-            f"allows, and did not check the step the draws use ({step:.3g}): λ̂ may still be above its small-step "
-            f"value; raise max_halvings or compare with step_size={step / 2:.3g}"
+            f"AutoBurnin(max_halvings=...) allows, and did not check the step the draws use ({step:.3g}): λ̂ may "
+            f"still be above its small-step value; raise max_halvings or compare with step_size={step / 2:.3g}"
         ]
     return [
         f"λ̂ levelled off at {burn.steps} steps, too close to the burn-in cap to check the calibrated step's bias "
