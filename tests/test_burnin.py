@@ -211,6 +211,56 @@ def test_an_unchecked_calibrated_step_is_warned_about():
     assert burnin_warnings(burn_in(stub_chunk_with_bias(0.15, []), lambda losses: losses, one, step_size=1.0)) == []
 
 
+def test_after_a_halving_in_the_climb_the_windows_see_half_the_run_again():
+    """λ̂ rises 10% per 1000 steps until step 2000, then stays; the acceptance drops once, at step 2000.
+
+    Restarted windows of the usual 4 chunks would read a level at 2400; they must cover 1000 steps (half of
+    the run so far) at the new step before the trace is judged, so a slow climb is not passed off as level.
+    """
+    from slt.burnin import burn_in
+    from slt.sampling import ChainState, SamplingResult
+
+    def run_chunk(state, steps, step):
+        start = state.step if state else 0
+        t = start + np.arange(steps)
+        acceptance = np.full((2, 5), 0.4 if start + steps == 2000 else 0.9)
+        final = ChainState(None, np.full(2, -1), start + steps, None, "threefry2x32")
+        trace = np.broadcast_to(1 + 0.1 * np.minimum(t, 2000) / 1000, (2, steps)).copy()
+        return SamplingResult(trace, acceptance, np.arange(5), np.full(2, -1), 0.0, 0.0, final_state=final)
+
+    rule = AutoBurnin(chunk=100, min_steps=400, max_steps=10_000).resolved(100)
+    burn = burn_in(run_chunk, lambda losses: losses, rule, step_size=1.0, adapt_step=True)
+    assert [(c["reason"], c["step"]) for c in burn.step_changes] == [("acceptance", 2000)]
+    assert burn.levelled and burn.steps == 2000 + 1000 + 100  # the windows, then the bias check's chunk
+    assert [(c["step"], c["levelled"], c["biased"]) for c in burn.bias_checks] == [(3000, True, False)]
+
+
+def test_a_step_whose_bias_grows_as_the_chains_spread_is_halved_before_the_level():
+    """λ̂ = 1 + 1e-3·ε·s with a spread s that grows by ε a step: the bias grows as the chains spread out.
+
+    The acceptance at ε = 1 drops below 0.7 once s ≥ 600 and the guard halves the step. At ε = 0.5 λ̂ still
+    rises 2.5e-4 a step and never levels off: a bias check that waited for the level would never run (the
+    cap, λ̂ about 6). Checked during the climb after the guard fired, at the first reading of the restarted
+    windows and each time the run has doubled, the step is halved until D = λ̂(ε) - λ̂(ε/2) is within 2.5%.
+    """
+    from slt.burnin import burn_in
+    from slt.sampling import ChainState, SamplingResult
+
+    def run_chunk(state, steps, step):
+        spread = (state.sampler_state if state else 0.0) + step * np.arange(steps)
+        final = ChainState(spread[-1] + step, np.full(2, -1), (state.step if state else 0) + steps, None, "threefry2x32")
+        trace = np.broadcast_to(1 + 1e-3 * step * spread, (2, steps)).copy()
+        acceptance = np.full((2, 5), 0.4 if step == 1.0 and spread[-1] >= 600 else 0.9)
+        return SamplingResult(trace, acceptance, np.arange(5), np.full(2, -1), 0.0, 0.0, final_state=final)
+
+    burn = burn_in(run_chunk, lambda losses: losses, RULE, step_size=1.0, adapt_step=True)
+    assert burn.step_changes[0]["reason"] == "acceptance" and burn.step_changes[0]["step"] == 700
+    climb = [c for c in burn.bias_checks if not c["levelled"]]
+    assert climb and climb[0]["step"] == 700 + 400 and climb[0]["biased"]  # the windows' first reading
+    assert burn.levelled and burn.steps < RULE.max_steps
+    assert burn.bias_checks[-1]["levelled"] and not burn.bias_checks[-1]["biased"]
+    assert burn.loss_trace[:, -1].mean() < 1.1
+
 def test_halving_difference_with_one_chain_and_a_diverged_one():
     from slt.burnin import halving_difference
 
