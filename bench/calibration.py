@@ -167,8 +167,9 @@ def main(argv=None) -> int:
         "first, in a trajectory). λ̂ on these networks is still rising after the calibration's 300 "
         "steps; the calibration recognises that (the halving difference does not shrink with the step), keeps "
         "the acceptance-limited step instead of shrinking it, and the automatic burn-in then runs until the λ̂ "
-        "trace has levelled off (slt.burnin), checks the step's bias there against ε/2 and halves it while "
-        "the bias shows (\"→\" in the ε column), before the draws.\n\n"
+        "trace has levelled off (slt.burnin), checks the step's bias there against ε/2 (during the climb too, "
+        "once the acceptance guard has halved the step) and halves it while the bias shows (\"→\" in the ε "
+        "column), before the draws.\n\n"
         f"{machine_line()}; total {time.perf_counter() - start:.0f} s."
     )
     print(markdown)
