@@ -240,7 +240,7 @@ def test_a_step_whose_bias_grows_as_the_chains_spread_is_halved_before_the_level
 
     The acceptance at ε = 1 drops below 0.7 once s ≥ 600 and the guard halves the step. At ε = 0.5 λ̂ still
     rises 2.5e-4 a step and never levels off: a bias check that waited for the level would never run (the
-    cap, λ̂ about 6). Checked during the climb after the guard fired, at the first reading of the restarted
+    cap, λ̂ = 3.7). Checked during the climb after the guard fired, at the first reading of the restarted
     windows and each time the run has doubled, the step is halved until D = λ̂(ε) - λ̂(ε/2) is within 2.5%.
     """
     from slt.burnin import burn_in
