@@ -92,19 +92,26 @@ def test_bad_num_burnin_is_refused_before_sampling():
         estimate("sometimes")
 
 
+def chunk_result(state, steps: int, trace, acceptance, *, sampler_state=None, divergent=None):
+    """The SamplingResult a stubbed run_chunk returns: ``steps`` more steps from ``state`` (None: the start)."""
+    from slt.sampling import ChainState, SamplingResult
+
+    divergent = np.full(2, -1) if divergent is None else divergent
+    final = ChainState(sampler_state, divergent, (state.step if state else 0) + steps, None, "threefry2x32")
+    return SamplingResult(trace, acceptance, np.arange(5), divergent, 0.0, 0.0, final_state=final)
+
+
 def test_burnin_halves_a_calibrated_step_whose_acceptance_drops_after_w_star():
     """The calibration measures acceptance near w*; where the chains settle it can be lower (stubbed here)."""
     from slt.burnin import burn_in
-    from slt.sampling import ChainState, SamplingResult
 
     calls = []
 
     def run_chunk(state, steps, step):
         calls.append(step)
         acceptance = np.full((2, 5), 0.8 if step <= 0.25 else 0.4)  # ≥ 0.7 (no longer unstable) from ε ≤ 0.25
-        final = ChainState(None, np.full(2, -1), (state.step if state else 0) + steps, None, "threefry2x32")
         flat = np.ones((2, steps)) + 0.001 * np.random.default_rng(len(calls)).normal(size=(2, steps))
-        return SamplingResult(flat, acceptance, np.arange(5), np.full(2, -1), 0.0, 0.0, final_state=final)
+        return chunk_result(state, steps, flat, acceptance)
 
     rule = AutoBurnin(chunk=100, min_steps=400, max_steps=5000).resolved(100)
     burn = burn_in(run_chunk, lambda losses: losses, rule, step_size=1.0, adapt_step=True)
@@ -126,16 +133,14 @@ def stub_chunk_with_bias(bias_per_step: float, calls: list, *, chain_noise: floa
     Its state records the step of the run that made it (``sampler_state``); ``calls`` gets (ε, the state's ε).
     ``chain_noise``: per-chain offsets ±chain_noise whose sign flips from call to call. Chain 0 diverges in runs with ε > ``diverge_above``.
     """
-    from slt.sampling import ChainState, SamplingResult
 
     def run_chunk(state, steps, step):
         calls.append((step, state.sampler_state if state else None))
         divergent = np.array([0 if step > diverge_above else -1, -1])
-        final = ChainState(step, divergent, (state.step if state else 0) + steps, None, "threefry2x32")
         rng = np.random.default_rng(len(calls))
         offsets = chain_noise * np.array([[1.0], [-1.0]]) * (-1) ** len(calls)  # flips between the coupled runs
         trace = 1.0 + bias_per_step * step + offsets + 1e-4 * rng.normal(size=(2, steps))
-        return SamplingResult(trace, np.full((2, 5), 1.0), np.arange(5), divergent, 0.0, 0.0, final_state=final)
+        return chunk_result(state, steps, trace, np.full((2, 5), 1.0), sampler_state=step, divergent=divergent)
 
     return run_chunk
 
@@ -218,15 +223,13 @@ def test_after_a_halving_in_the_climb_the_windows_see_half_the_run_again():
     the run so far) at the new step before the trace is judged, so a slow climb is not passed off as level.
     """
     from slt.burnin import burn_in
-    from slt.sampling import ChainState, SamplingResult
 
     def run_chunk(state, steps, step):
         start = state.step if state else 0
         t = start + np.arange(steps)
         acceptance = np.full((2, 5), 0.4 if start + steps == 2000 else 0.9)
-        final = ChainState(None, np.full(2, -1), start + steps, None, "threefry2x32")
         trace = np.broadcast_to(1 + 0.1 * np.minimum(t, 2000) / 1000, (2, steps)).copy()
-        return SamplingResult(trace, acceptance, np.arange(5), np.full(2, -1), 0.0, 0.0, final_state=final)
+        return chunk_result(state, steps, trace, acceptance)
 
     rule = AutoBurnin(chunk=100, min_steps=400, max_steps=10_000).resolved(100)
     burn = burn_in(run_chunk, lambda losses: losses, rule, step_size=1.0, adapt_step=True)
@@ -244,14 +247,12 @@ def test_a_step_whose_bias_grows_as_the_chains_spread_is_halved_before_the_level
     windows and each time the run has doubled, the step is halved until D = λ̂(ε) - λ̂(ε/2) is within 2.5%.
     """
     from slt.burnin import burn_in
-    from slt.sampling import ChainState, SamplingResult
 
     def run_chunk(state, steps, step):
         spread = (state.sampler_state if state else 0.0) + step * np.arange(steps)
-        final = ChainState(spread[-1] + step, np.full(2, -1), (state.step if state else 0) + steps, None, "threefry2x32")
         trace = np.broadcast_to(1 + 1e-3 * step * spread, (2, steps)).copy()
         acceptance = np.full((2, 5), 0.4 if step == 1.0 and spread[-1] >= 600 else 0.9)
-        return SamplingResult(trace, acceptance, np.arange(5), np.full(2, -1), 0.0, 0.0, final_state=final)
+        return chunk_result(state, steps, trace, acceptance, sampler_state=spread[-1] + step)
 
     burn = burn_in(run_chunk, lambda losses: losses, RULE, step_size=1.0, adapt_step=True)
     assert burn.step_changes[0]["reason"] == "acceptance" and burn.step_changes[0]["step"] == 700
