@@ -133,9 +133,12 @@ class BurninResult:
                 "step_size": self.step_size, "step_changes": self.step_changes, "bias_checks": self.bias_checks}
 
 
-def window_means(llc_trace: np.ndarray) -> tuple[float, float, float]:
+def window_means(llc_trace: np.ndarray, step_sizes: np.ndarray | None = None) -> tuple[float, float, float]:
     """(m₁, m₂, se of m₂ - m₁) over steps (T/4, 5T/8] and (5T/8, T] of a [chains, T] trace.
 
+    ``step_sizes`` ([T], the ε of each step): the windows are taken in Langevin time τ = Σε instead of
+    steps, τ in (τ_T/4, 5τ_T/8] and (5τ_T/8, τ_T], each step weighted by its ε (the chains' spread
+    grows with τ: a step at ε/2 moves them half as far).
     se comes from the spread of the per-chain differences across chains
     (independent chains): an ESS-based error would read a slow upward drift
     as autocorrelation and call it noise. With one chain, the windows' MCSE.
@@ -145,15 +148,22 @@ def window_means(llc_trace: np.ndarray) -> tuple[float, float, float]:
     trace = np.asarray(llc_trace, np.float64)
     trace = trace[np.all(np.isfinite(trace), axis=1)]
     T = trace.shape[1]
-    a, b = T // 4, (5 * T) // 8
-    if trace.shape[0] == 0 or b - a < 4 or T - b < 4:
+    if step_sizes is None or np.all(np.asarray(step_sizes) == np.asarray(step_sizes)[0]):
+        index, weights = np.arange(T), np.ones(T)
+        early, late = (index >= T // 4) & (index < (5 * T) // 8), index >= (5 * T) // 8
+    else:
+        weights = np.asarray(step_sizes, np.float64)
+        tau = np.cumsum(weights)
+        early, late = (tau > tau[-1] / 4) & (tau <= 5 * tau[-1] / 8), tau > 5 * tau[-1] / 8
+    if trace.shape[0] == 0 or early.sum() < 4 or late.sum() < 4:
         return float("nan"), float("nan"), float("nan")
-    early, late = trace[:, a:b], trace[:, b:]
-    return float(early.mean()), float(late.mean()), difference_se(early, late, coupled=False)
+    first, second, weights = trace[:, early], trace[:, late], (weights[early], weights[late])
+    m1, m2 = (float(np.average(x, weights=np.broadcast_to(w, x.shape))) for x, w in zip((first, second), weights))
+    return m1, m2, difference_se(first, second, coupled=False, weights=weights)
 
 
-def difference_se(first: np.ndarray, second: np.ndarray, *, coupled: bool) -> float:
-    """se of mean(second) - mean(first) for two [chains, k] windows of finite values.
+def difference_se(first: np.ndarray, second: np.ndarray, *, coupled: bool, weights=(None, None)) -> float:
+    """se of mean(second) - mean(first) for two [chains, k] windows of finite values (each step weighted by ``weights``).
 
     From the spread of the per-chain differences across the (independent)
     chains. With one chain: the MCSE of the difference trace when the two
@@ -161,16 +171,17 @@ def difference_se(first: np.ndarray, second: np.ndarray, *, coupled: bool) -> fl
     two windows' MCSEs combined.
     """
     if first.shape[0] > 1:
-        diff = second.mean(axis=1) - first.mean(axis=1)
+        diff = np.average(second, axis=1, weights=weights[1]) - np.average(first, axis=1, weights=weights[0])
         return float(np.std(diff, ddof=1) / np.sqrt(len(diff)))
     if coupled:
         return float(diag.mcse((second[0] - first[0])[None, :]))
     return float(np.hypot(diag.mcse(first), diag.mcse(second)))
 
 
-def has_levelled(llc_trace: np.ndarray, rule: AutoBurnin) -> tuple[bool, float, float]:
-    """Apply the levelling rule to a [chains, T] LLC trace: (levelled, m₁, m₂)."""
-    m1, m2, se = window_means(llc_trace)
+def has_levelled(llc_trace: np.ndarray, rule: AutoBurnin,
+                 step_sizes: np.ndarray | None = None) -> tuple[bool, float, float]:
+    """Apply the levelling rule to a [chains, T] LLC trace (windows in Langevin time given ``step_sizes``): (levelled, m₁, m₂)."""
+    m1, m2, se = window_means(llc_trace, step_sizes)
     if not np.isfinite(m1 + m2):
         return False, m1, m2
     tolerance = max(rule.rel * abs(m2), rule.z * (se if np.isfinite(se) else 0.0))
@@ -221,6 +232,23 @@ def climb_window(steps: int, rule: AutoBurnin) -> int:
     return max(rule.min_steps, min(steps // 2, rule.max_steps - steps - rule.chunk))
 
 
+def read_windows(window: list, to_llc, rule: AutoBurnin) -> tuple[bool, float, float]:
+    """:func:`has_levelled` on the window's segments [(loss trace, ε, LLC shift)] in Langevin time, each shifted."""
+    llc = np.concatenate([to_llc(trace) + shift for trace, _, shift in window], axis=1)
+    step_sizes = np.concatenate([np.full(trace.shape[1], eps) for trace, eps, _ in window])
+    return has_levelled(llc, rule, step_sizes)
+
+
+def shifted(window: list, difference: float) -> list:
+    """The window's segments expressed at the level of the halved step: λ̂(ε/2) = λ̂(ε) - D.
+
+    A negative D is noise (SGLD's bias raises λ̂ with ε), and taking it out would hide part of the rise,
+    so it is taken as 0.
+    """
+    d = max(float(difference), 0.0)
+    return [(trace, eps, shift - d) for trace, eps, shift in window]
+
+
 def changes_by(changes: list[dict], reason: str) -> list[dict]:
     """The step changes made for ``reason`` ("acceptance" or "bias")."""
     return [c for c in changes if c["reason"] == reason]
@@ -259,6 +287,7 @@ def burn_in(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=rule.max_steps, desc="burn-in (until λ̂ levels off)", unit="step", leave=False)
+    # the levelling windows' segments: (loss trace, ε, LLC shift to the current step's level)
     parts, window, state, steps, since_change = [], [], None, 0, 0
     needed = rule.min_steps  # steps at the current step size before the windows are read
     # bias checks while λ̂ still climbs, once the acceptance guard has halved the step: at the first reading of the
@@ -268,6 +297,20 @@ def burn_in(
     bias_checks: list[dict] = []
     compile_s = sample_s = 0.0
     levelled, m1, m2 = False, float("nan"), float("nan")
+
+    def coupled_chunk(keep_half: bool) -> tuple[dict, SamplingResult]:
+        """The next chunk at ε and at ε/2 from one state (:func:`bias_check`); the chains go on from the kept run."""
+        nonlocal compile_s, sample_s, state, steps
+        record, kept, runs = bias_check(run_chunk, state, rule.chunk, step_size, to_llc, rule)
+        kept = runs[1] if keep_half else kept
+        compile_s += sum(r.compile_seconds for r in runs)
+        sample_s += sum(r.sample_seconds for r in runs)
+        parts.append(kept.loss_trace)
+        state, steps = kept.final_state, steps + rule.chunk
+        if bar is not None:
+            bar.update(rule.chunk)
+        return record, kept
+
     try:
         while steps < rule.max_steps:
             k = min(rule.chunk, rule.max_steps - steps)
@@ -275,7 +318,7 @@ def burn_in(
             compile_s += run.compile_seconds
             sample_s += run.sample_seconds
             parts.append(run.loss_trace)
-            window.append(run.loss_trace)
+            window.append((run.loss_trace, step_size, 0.0))
             state, steps, since_change = run.final_state, steps + k, since_change + k
             if bar is not None:
                 bar.update(k)
@@ -283,15 +326,27 @@ def burn_in(
                 break  # every chain has diverged (the estimate reports it)
             acceptance = float(np.nanmean(run.acceptance)) if adapt_step and np.isfinite(run.acceptance).any() else None
             if acceptance is not None and acceptance < min_acceptance:
-                changes.append({"step": steps, "reason": "acceptance", "acceptance": acceptance,
-                                "from": step_size, "to": step_size / 2})
-                step_size, window, since_change, levelled = step_size / 2, [], 0, False
+                change = {"step": steps, "reason": "acceptance", "acceptance": acceptance,
+                          "from": step_size, "to": step_size / 2}
                 needed = climb_window(steps, rule)
                 next_climb_check = min(next_climb_check, steps + needed)
+                if steps + rule.chunk > rule.max_steps:  # no room to measure the level shift: the windows restart
+                    changes.append(change)
+                    step_size, window, since_change, levelled = step_size / 2, [], 0, False
+                    continue
+                # the next chunk at ε and at ε/2 from one state measures the level shift D; the chains go on at ε/2
+                measured, kept = coupled_chunk(keep_half=True)
+                changes.append({**change, **{k: measured[k] for k in ("difference", "se", "biased")}})
+                # a shift within the bias check's tolerance is taken out; a larger one is a bias that grew as the chains
+                # spread, not a constant: the windows restart
+                comparable = np.isfinite(measured["difference"]) and not measured["biased"]
+                window = shifted(window, measured["difference"]) if comparable else []
+                step_size, since_change, levelled = step_size / 2, rule.chunk, False
+                window.append((kept.loss_trace, step_size, 0.0))
                 continue
             if since_change < needed:
                 continue
-            levelled, m1, m2 = has_levelled(to_llc(np.concatenate(window, axis=1)), rule)
+            levelled, m1, m2 = read_windows(window, to_llc, rule)
             if bar is not None and np.isfinite(m2):
                 bar.set_postfix_str(f"λ̂ windows {m1:.4g} → {m2:.4g}")
             checking = adapt_step and rule.max_halvings > 0
@@ -306,27 +361,23 @@ def burn_in(
                     continue  # the windows decide; the check at the level records the skip
                 bias_checks.append({"step": steps, "step_size": step_size, "skipped": skipped})
                 break
-            check, kept, runs = bias_check(run_chunk, state, rule.chunk, step_size, to_llc, rule)
-            compile_s += sum(r.compile_seconds for r in runs)
-            sample_s += sum(r.sample_seconds for r in runs)
-            bias_checks.append({"step": steps, "levelled": levelled, **check})
-            parts.append(kept.loss_trace)
-            state, steps = kept.final_state, steps + rule.chunk
-            if bar is not None:
-                bar.update(rule.chunk)
+            check, kept = coupled_chunk(keep_half=False)
+            bias_checks.append({"step": steps - rule.chunk, "levelled": levelled, **check})
             if not levelled:
                 next_climb_check = 2 * steps
             if not check["biased"]:
                 if levelled:
                     break
-                window.append(kept.loss_trace)  # the ε run is the chunk the climb would have run next
+                window.append((kept.loss_trace, step_size, 0.0))  # the ε run is the chunk the climb would have run next
                 since_change += rule.chunk
                 continue
             changes.append({"step": steps - rule.chunk, "reason": "bias", "difference": check["difference"],
                             "se": check["se"], "from": step_size, "to": step_size / 2})
-            # levelled chains need only the new step's own settling; during a climb the windows must see it again
+            # the windows restart: levelled chains need only the new step's own settling, during a climb they must
+            # see half the run again (a biased step's shift grew as the chains spread and cannot be taken out)
             needed = rule.min_steps if levelled else climb_window(steps, rule)
-            step_size, window, since_change, levelled = step_size / 2, [kept.loss_trace], rule.chunk, False
+            step_size, since_change, levelled = step_size / 2, rule.chunk, False
+            window = [(kept.loss_trace, step_size, 0.0)]
     finally:
         if bar is not None:
             bar.close()

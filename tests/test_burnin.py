@@ -115,12 +115,15 @@ def test_burnin_halves_a_calibrated_step_whose_acceptance_drops_after_w_star():
 
     rule = AutoBurnin(chunk=100, min_steps=400, max_steps=5000).resolved(100)
     burn = burn_in(run_chunk, lambda losses: losses, rule, step_size=1.0, adapt_step=True)
-    assert burn.step_size == 0.25 and calls[:3] == [1.0, 0.5, 0.25]
+    # each halving runs the next chunk at ε and at ε/2 from one state (the level shift D, 0 here) and goes on
+    # from the ε/2 run
+    assert burn.step_size == 0.25 and calls[:6] == [1.0, 1.0, 0.5, 0.5, 0.5, 0.25]
     assert [c["to"] for c in burn.step_changes] == [0.5, 0.25]
     assert [c["reason"] for c in burn.step_changes] == ["acceptance", "acceptance"]
-    # the levelling windows start again after the last change: 4 more chunks at the final step, then the
-    # bias check's chunk (its trace is flat at every step here, so the step stays)
-    assert burn.levelled and burn.steps == 2 * 100 + 400 + 100
+    assert [c["difference"] for c in burn.step_changes] == pytest.approx([0.0, 0.0], abs=1e-3)
+    # the windows are read once the minimum burn-in has run at the final step, then the bias check's chunk
+    # (its trace is flat at every step here, so the step stays)
+    assert burn.levelled and burn.steps == 4 * 100 + 300 + 100
     assert calls[-2:] == [0.25, 0.125] and [c["biased"] for c in burn.bias_checks] == [False]
     # a step the user gave is never changed
     fixed = burn_in(run_chunk, lambda losses: losses, rule, step_size=1.0, adapt_step=False)
@@ -216,26 +219,34 @@ def test_an_unchecked_calibrated_step_is_warned_about():
     assert burnin_warnings(burn_in(stub_chunk_with_bias(0.15, []), lambda losses: losses, one, step_size=1.0)) == []
 
 
-def test_after_a_halving_in_the_climb_the_windows_see_half_the_run_again():
-    """λ̂ rises 10% per 1000 steps until step 2000, then stays; the acceptance drops once, at step 2000.
+def test_after_a_halving_in_the_climb_the_windows_keep_the_whole_climb_in_langevin_time():
+    """λ̂ = 100 - 40/√(1 + τ/100) + 4ε, a diffusive climb in Langevin time τ = Σε plus an O(ε) bias.
 
-    Restarted windows of the usual 4 chunks would read a level at 2400; they must cover 1000 steps (half of
-    the run so far) at the new step before the trace is judged, so a slow climb is not passed off as level.
+    The acceptance drops once, at step 2000, and the guard halves ε = 1 to 0.5. The windows go on over the
+    whole run in τ, the segment before the change shifted down by the measured level shift D = λ̂(ε) - λ̂(ε/2)
+    (2 here), so the burn-in stops with as much of the climb left as at an unchanged step (1.5-3%, see the
+    synthetic test above). Windows restarted at the change stop with 7.8 left; without the shift, 7.0.
     """
     from slt.burnin import burn_in
 
+    def curve(tau):
+        return 100 - 40 / np.sqrt(1 + tau / 100)
+
     def run_chunk(state, steps, step):
         start = state.step if state else 0
-        t = start + np.arange(steps)
+        tau = (state.sampler_state if state else 0.0) + step * np.arange(1, steps + 1)
         acceptance = np.full((2, 5), 0.4 if start + steps == 2000 else 0.9)
-        trace = np.broadcast_to(1 + 0.1 * np.minimum(t, 2000) / 1000, (2, steps)).copy()
-        return chunk_result(state, steps, trace, acceptance)
+        trace = np.broadcast_to(curve(tau) + 4 * step, (2, steps)).copy()
+        return chunk_result(state, steps, trace, acceptance, sampler_state=tau[-1])
 
-    rule = AutoBurnin(chunk=100, min_steps=400, max_steps=10_000).resolved(100)
+    rule = AutoBurnin(chunk=100, min_steps=400, max_steps=200_000).resolved(100)
     burn = burn_in(run_chunk, lambda losses: losses, rule, step_size=1.0, adapt_step=True)
-    assert [(c["reason"], c["step"]) for c in burn.step_changes] == [("acceptance", 2000)]
-    assert burn.levelled and burn.steps == 2000 + 1000 + 100  # the windows, then the bias check's chunk
-    assert [(c["step"], c["levelled"], c["biased"]) for c in burn.bias_checks] == [(3000, True, False)]
+    [change] = burn.step_changes
+    assert (change["reason"], change["step"], change["to"]) == ("acceptance", 2000, 0.5)
+    assert change["difference"] == pytest.approx(2.0, abs=0.1)  # 2 of bias, and a little of the climb
+    assert burn.levelled and burn.step_size == 0.5
+    assert 1.5 < 100 - curve(burn.state.sampler_state) < 3.0, (burn.steps, 100 - curve(burn.state.sampler_state))
+    assert burn.bias_checks[-1]["levelled"] and not burn.bias_checks[-1]["biased"]
 
 
 def test_a_step_whose_bias_grows_as_the_chains_spread_is_halved_before_the_level():
@@ -243,8 +254,9 @@ def test_a_step_whose_bias_grows_as_the_chains_spread_is_halved_before_the_level
 
     The acceptance at ε = 1 drops below 0.7 once s ≥ 600 and the guard halves the step. At ε = 0.5 λ̂ still
     rises 2.5e-4 a step and never levels off: a bias check that waited for the level would never run (the
-    cap, λ̂ = 3.7). Checked during the climb after the guard fired, at the first reading of the restarted
-    windows and each time the run has doubled, the step is halved until D = λ̂(ε) - λ̂(ε/2) is within 2.5%.
+    cap, λ̂ = 3.7). Checked during the climb after the guard fired, at the first reading of the windows and
+    each time the run has doubled, the step is halved until D = λ̂(ε) - λ̂(ε/2) is within 2.5%. The guard's own
+    level shift is biased (24% of λ̂, grown with the spread), so the windows restart instead of taking it out.
     """
     from slt.burnin import burn_in
 
@@ -255,12 +267,15 @@ def test_a_step_whose_bias_grows_as_the_chains_spread_is_halved_before_the_level
         return chunk_result(state, steps, trace, acceptance, sampler_state=spread[-1] + step)
 
     burn = burn_in(run_chunk, lambda losses: losses, RULE, step_size=1.0, adapt_step=True)
-    assert burn.step_changes[0]["reason"] == "acceptance" and burn.step_changes[0]["step"] == 700
+    guard = burn.step_changes[0]
+    assert (guard["reason"], guard["step"], guard["biased"]) == ("acceptance", 700, True)
     climb = [c for c in burn.bias_checks if not c["levelled"]]
-    assert climb and climb[0]["step"] == 700 + 400 and climb[0]["biased"]  # the windows' first reading
+    # the first reading of the windows: half the run at the change (350 steps) is less than the minimum burn-in
+    assert climb and climb[0]["step"] == 700 + 400 and climb[0]["biased"]
     assert burn.levelled and burn.steps < RULE.max_steps
     assert burn.bias_checks[-1]["levelled"] and not burn.bias_checks[-1]["biased"]
     assert burn.loss_trace[:, -1].mean() < 1.1
+
 
 def test_halving_difference_with_one_chain_and_a_diverged_one():
     from slt.burnin import halving_difference
