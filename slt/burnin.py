@@ -46,12 +46,22 @@ slowed climb 11% below λ. The calibration's own halving check sees only its
 first 300 steps from w*, and its minibatch MALA acceptance reads high where
 minibatch noise is large (docs/calibration.md).
 
-After a step change during the climb (the acceptance guard of
-:func:`burn_in`, or a biased check before the level) the windows restart at
-the new step and are read only once they span half the run so far
-(:func:`climb_window`): four chunks after the change read the slower climb
-of [60]×5 as level 3% below its exact value. After a biased check at the
-level only the new step's settling is left, and ``min_steps`` suffice.
+After an acceptance-guard halving during the climb the windows keep the
+whole climb in view, in Langevin time τ = Σε (a step at ε/2 moves the
+chains half as far, so the windows are τ in (τ/4, 5τ/8] and (5τ/8, τ], each
+step weighted by its ε). The guard runs the next chunk at ε and at ε/2 from
+one state, as the bias check does, and takes the level shift
+D = λ̂(ε) - λ̂(ε/2) out of the trace before the change; the windows then see
+the same 2/5 of the climb still to come as at an unchanged step. Windows
+restarted at the change see far less of it: on [60]×5 they read the climb at
+the halved step as level 1.5% below its exact value. A shift the bias check
+would call biased is not taken out: such a step's bias grew as the chains
+spread, so the earlier trace carries less of it than D
+([100, 100, 100]: D = 24% of λ̂ at the guard; taken out, it left the
+windows 11% apart at the cap). Then, and after a biased check, the
+windows restart at the new step; during the climb they are read once they
+span half the run so far (:func:`climb_window`), at the level after
+``min_steps`` (only the new step's settling is left).
 """
 
 from __future__ import annotations
@@ -122,7 +132,9 @@ class BurninResult:
     compile_seconds: float
     sample_seconds: float
     step_size: float  # the step the draws use (halved from the calibration's when adapted)
-    step_changes: list = field(default_factory=list)  # [{"step", "reason", "from", "to", ...}]
+    # [{"step", "reason", "from", "to", ...}]; an "acceptance" change also has the level shift it measured,
+    # "difference" ± "se", and "biased" (the windows restarted instead of taking it out)
+    step_changes: list = field(default_factory=list)
     # [{"step", "levelled", "step_size", "llc_half_step", "difference", "se", "biased", "healthy_chains"}
     #  or {"step", "step_size", "skipped"}]; "levelled": False for a check during the climb
     bias_checks: list = field(default_factory=list)
@@ -223,11 +235,12 @@ def bias_check(run_chunk, state, steps: int, step_size: float, to_llc,
 
 
 def climb_window(steps: int, rule: AutoBurnin) -> int:
-    """Steps the windows need after a step change during the climb: half the run so far (room for a check kept).
+    """Steps restarted windows need after a step change during the climb: half the run so far (room for a check kept).
 
-    Windows restarted with only ``min_steps`` read a slow climb as level: on [60]×5 the acceptance guard
-    halved the step at 272k steps and 4 chunks later the climb, now slower, passed the windows 3% below
-    the exact value (docs/calibration.md).
+    Also when the first bias check after the acceptance guard runs. Windows restarted with only
+    ``min_steps`` read a slow climb as level: on [60]×5 the acceptance guard halved the step at 272k steps
+    and 4 chunks later the climb, now slower, passed the windows 3% below the exact value
+    (docs/calibration.md).
     """
     return max(rule.min_steps, min(steps // 2, rule.max_steps - steps - rule.chunk))
 
@@ -275,8 +288,9 @@ def burn_in(
     the chunks also measure the MALA acceptance of the proposals where the
     chains are now, not at w* where the calibration's short runs measured it.
     While it is below ``min_acceptance`` (the estimate's own warning level) the
-    step is halved and the levelling windows start again from there: a guard
-    against steps near the stability limit. Bias is left to the check below,
+    step is halved, with the level shift of the halving measured on the next
+    chunk (module docstring): a guard against steps near the stability limit.
+    Bias is left to the check below,
     because the minibatch acceptance reads high where minibatch noise is
     large: the step's bias is checked where the chains are, during the climb
     and once levelled (module docstring), and the step halved while it is too
