@@ -57,8 +57,8 @@ restarted at the change see far less of it: on [60]×5 they read the climb at
 the halved step as level 1.5% below its exact value. A shift the bias check
 would call biased is not taken out: such a step's bias grew as the chains
 spread, so the earlier trace carries less of it than D
-([100, 100, 100]: D = 24% of λ̂ at the guard; taken out, it left the
-windows 11% apart at the cap). Then, and after a biased check, the
+([100, 100, 100]: D = 24% of λ̂ at the guard; with it and the next two
+halvings' shifts taken out, the windows were still 11% apart at the cap). Then, and after a biased check, the
 windows restart at the new step; during the climb they are read once they
 span half the run so far (:func:`climb_window`), at the level after
 ``min_steps`` (only the new step's settling is left).

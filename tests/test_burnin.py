@@ -222,31 +222,61 @@ def test_an_unchecked_calibrated_step_is_warned_about():
 def test_after_a_halving_in_the_climb_the_windows_keep_the_whole_climb_in_langevin_time():
     """λ̂ = 100 - 40/√(1 + τ/100) + 4ε, a diffusive climb in Langevin time τ = Σε plus an O(ε) bias.
 
-    The acceptance drops once, at step 2000, and the guard halves ε = 1 to 0.5. The windows go on over the
+    The acceptance drops once, at step 8000, and the guard halves ε = 1 to 0.5. The windows go on over the
     whole run in τ, the segment before the change shifted down by the measured level shift D = λ̂(ε) - λ̂(ε/2)
-    (2 here), so the burn-in stops with as much of the climb left as at an unchanged step (1.5-3%, see the
-    synthetic test above). Windows restarted at the change stop with 7.8 left; without the shift, 7.0.
+    (2 here), so the burn-in stops with as much of the climb left as at an unchanged step (2.3). Windows in
+    steps instead of τ stop with 3.6 left; without the shift, 4.0; restarted at the change (the rule before), 4.0.
     """
     from slt.burnin import burn_in
 
     def curve(tau):
         return 100 - 40 / np.sqrt(1 + tau / 100)
 
+    def stub(guard_at):
+        def run_chunk(state, steps, step):
+            start = state.step if state else 0
+            tau = (state.sampler_state if state else 0.0) + step * np.arange(1, steps + 1)
+            acceptance = np.full((2, 5), 0.4 if start + steps == guard_at else 0.9)
+            trace = np.broadcast_to(curve(tau) + 4 * step, (2, steps)).copy()
+            return chunk_result(state, steps, trace, acceptance, sampler_state=tau[-1])
+        return run_chunk
+
+    rule = AutoBurnin(chunk=100, min_steps=400, max_steps=200_000).resolved(100)
+    unchanged = burn_in(stub(None), lambda losses: losses, rule, step_size=1.0, adapt_step=True)
+    burn = burn_in(stub(8000), lambda losses: losses, rule, step_size=1.0, adapt_step=True)
+    [change] = burn.step_changes
+    assert (change["reason"], change["step"], change["to"], change["biased"]) == ("acceptance", 8000, 0.5, False)
+    assert change["difference"] == pytest.approx(2.0, abs=0.05)  # 2 of bias, and a little of the climb
+    assert not unchanged.step_changes and unchanged.levelled and burn.levelled and burn.step_size == 0.5
+    left, left_unchanged = (100 - curve(b.state.sampler_state) for b in (burn, unchanged))
+    assert 1.5 < left_unchanged < 3.0  # as in the synthetic test above
+    assert left == pytest.approx(left_unchanged, abs=0.2), (burn.steps, left, left_unchanged)
+    assert burn.bias_checks[-1]["levelled"] and not burn.bias_checks[-1]["biased"]
+
+
+def test_a_level_shift_the_bias_check_calls_biased_restarts_the_windows():
+    """λ̂ = 100 - 40·e^(-τ/200) + 8ε·min(τ, 2000)/2000: a fast climb, then a bias that grows as the chains spread.
+
+    The guard halves ε = 1 at step 2000, where D = λ̂(ε) - λ̂(ε/2) = 4 (4%: biased). The trace before the
+    change carried less bias than that, so taking D out would fake a rise (windows 103 → 104) that holds the
+    burn-in to 6900 steps; restarted windows see the flat trace at the new step and level once they span
+    half the run (1000 steps), and the check there passes (D = 2%).
+    """
+    from slt.burnin import burn_in
+
     def run_chunk(state, steps, step):
         start = state.step if state else 0
         tau = (state.sampler_state if state else 0.0) + step * np.arange(1, steps + 1)
         acceptance = np.full((2, 5), 0.4 if start + steps == 2000 else 0.9)
-        trace = np.broadcast_to(curve(tau) + 4 * step, (2, steps)).copy()
-        return chunk_result(state, steps, trace, acceptance, sampler_state=tau[-1])
+        level = 100 - 40 * np.exp(-tau / 200) + 8 * step * np.minimum(tau, 2000) / 2000
+        return chunk_result(state, steps, np.broadcast_to(level, (2, steps)).copy(), acceptance, sampler_state=tau[-1])
 
-    rule = AutoBurnin(chunk=100, min_steps=400, max_steps=200_000).resolved(100)
-    burn = burn_in(run_chunk, lambda losses: losses, rule, step_size=1.0, adapt_step=True)
-    [change] = burn.step_changes
-    assert (change["reason"], change["step"], change["to"]) == ("acceptance", 2000, 0.5)
-    assert change["difference"] == pytest.approx(2.0, abs=0.1)  # 2 of bias, and a little of the climb
-    assert burn.levelled and burn.step_size == 0.5
-    assert 1.5 < 100 - curve(burn.state.sampler_state) < 3.0, (burn.steps, 100 - curve(burn.state.sampler_state))
-    assert burn.bias_checks[-1]["levelled"] and not burn.bias_checks[-1]["biased"]
+    burn = burn_in(run_chunk, lambda losses: losses, RULE, step_size=1.0, adapt_step=True)
+    [guard] = burn.step_changes
+    assert guard["difference"] == pytest.approx(4.0, abs=0.01) and guard["biased"]
+    assert burn.levelled and burn.steps == 2000 + 100 + 900 + 100  # the guard's chunk, the windows, the check
+    assert burn.window_means == pytest.approx((104.0, 104.0), abs=0.01)
+    assert [(c["step"], c["biased"]) for c in burn.bias_checks] == [(3000, False)]
 
 
 def test_a_step_whose_bias_grows_as_the_chains_spread_is_halved_before_the_level():
