@@ -19,7 +19,8 @@ neither blackjax nor devinterp has a scale-relative localization.
 
 Measured (docs/calibration.md): on the deep linear networks of the accuracy
 benchmark, with the burn-in's bias check, it localizes too hard (5 of 8
-within 10% of Aoyagi's λ, against 7 of 8 at γ = 1), so γ = 1 stays the default.
+within 10% of Aoyagi's λ, against 7 of 8 at γ = 1 under the same burn-in
+rule), so γ = 1 stays the default.
 """
 
 from __future__ import annotations
