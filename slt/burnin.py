@@ -350,7 +350,7 @@ def burn_in(
                     continue
                 # the next chunk at ε and at ε/2 from one state measures the level shift D; the chains go on at ε/2
                 measured, kept = coupled_chunk(keep_half=True)
-                changes.append({**change, **{k: measured[k] for k in ("difference", "se", "biased")}})
+                changes.append({**change, **{key: measured[key] for key in ("difference", "se", "biased")}})
                 # a shift within the bias check's tolerance is taken out; a larger one is a bias that grew as the chains
                 # spread, not a constant: the windows restart
                 comparable = np.isfinite(measured["difference"]) and not measured["biased"]
