@@ -219,6 +219,22 @@ def test_an_unchecked_calibrated_step_is_warned_about():
     assert burnin_warnings(burn_in(stub_chunk_with_bias(0.15, []), lambda losses: losses, one, step_size=1.0)) == []
 
 
+def stub_in_langevin_time(level, guard_at):
+    """A run_chunk whose λ̂ trace is ``level(τ, ε)`` at Langevin time τ = Σε (its state carries τ).
+
+    The acceptance is 0.4 in the chunk that ends at step ``guard_at`` (the guard halves the step there), 0.9 elsewhere.
+    """
+
+    def run_chunk(state, steps, step):
+        start = state.step if state else 0
+        tau = (state.sampler_state if state else 0.0) + step * np.arange(1, steps + 1)
+        acceptance = np.full((2, 5), 0.4 if start + steps == guard_at else 0.9)
+        trace = np.broadcast_to(level(tau, step), (2, steps)).copy()
+        return chunk_result(state, steps, trace, acceptance, sampler_state=tau[-1])
+
+    return run_chunk
+
+
 def test_after_a_halving_in_the_climb_the_windows_keep_the_whole_climb_in_langevin_time():
     """λ̂ = 100 - 40/√(1 + τ/100) + 4ε, a diffusive climb in Langevin time τ = Σε plus an O(ε) bias.
 
@@ -232,18 +248,12 @@ def test_after_a_halving_in_the_climb_the_windows_keep_the_whole_climb_in_langev
     def curve(tau):
         return 100 - 40 / np.sqrt(1 + tau / 100)
 
-    def stub(guard_at):
-        def run_chunk(state, steps, step):
-            start = state.step if state else 0
-            tau = (state.sampler_state if state else 0.0) + step * np.arange(1, steps + 1)
-            acceptance = np.full((2, 5), 0.4 if start + steps == guard_at else 0.9)
-            trace = np.broadcast_to(curve(tau) + 4 * step, (2, steps)).copy()
-            return chunk_result(state, steps, trace, acceptance, sampler_state=tau[-1])
-        return run_chunk
+    def level(tau, step):
+        return curve(tau) + 4 * step
 
     rule = AutoBurnin(chunk=100, min_steps=400, max_steps=200_000).resolved(100)
-    unchanged = burn_in(stub(None), lambda losses: losses, rule, step_size=1.0, adapt_step=True)
-    burn = burn_in(stub(8000), lambda losses: losses, rule, step_size=1.0, adapt_step=True)
+    unchanged = burn_in(stub_in_langevin_time(level, None), lambda losses: losses, rule, step_size=1.0, adapt_step=True)
+    burn = burn_in(stub_in_langevin_time(level, 8000), lambda losses: losses, rule, step_size=1.0, adapt_step=True)
     [change] = burn.step_changes
     assert (change["reason"], change["step"], change["to"], change["biased"]) == ("acceptance", 8000, 0.5, False)
     assert change["difference"] == pytest.approx(2.0, abs=0.05)  # 2 of bias, and a little of the climb
@@ -264,14 +274,10 @@ def test_a_level_shift_the_bias_check_calls_biased_restarts_the_windows():
     """
     from slt.burnin import burn_in
 
-    def run_chunk(state, steps, step):
-        start = state.step if state else 0
-        tau = (state.sampler_state if state else 0.0) + step * np.arange(1, steps + 1)
-        acceptance = np.full((2, 5), 0.4 if start + steps == 2000 else 0.9)
-        level = 100 - 40 * np.exp(-tau / 200) + 8 * step * np.minimum(tau, 2000) / 2000
-        return chunk_result(state, steps, np.broadcast_to(level, (2, steps)).copy(), acceptance, sampler_state=tau[-1])
+    def level(tau, step):
+        return 100 - 40 * np.exp(-tau / 200) + 8 * step * np.minimum(tau, 2000) / 2000
 
-    burn = burn_in(run_chunk, lambda losses: losses, RULE, step_size=1.0, adapt_step=True)
+    burn = burn_in(stub_in_langevin_time(level, 2000), lambda losses: losses, RULE, step_size=1.0, adapt_step=True)
     [guard] = burn.step_changes
     assert guard["difference"] == pytest.approx(4.0, abs=0.01) and guard["biased"]
     assert burn.levelled and burn.steps == 2000 + 100 + 900 + 100  # the guard's chunk, the windows, the check
