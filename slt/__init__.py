@@ -10,6 +10,9 @@ Public API (stable names):
     AutoBurnin                        burn-in until λ̂ levels off (num_burnin="auto")
     scale_localization                γ on the scale of the weights (localization="scale")
     from_nnx, from_linen              Flax adapters to (loss_fn, params)
+    from_equinox                      Equinox adapter (eqx.partition)
+    from_torch                        PyTorch / Hugging Face modules through torchax (extra "torch")
+    checkpoints, load_params          reading checkpoints (safetensors, msgpack, npz, orbax; torch state dicts)
     theory                            closed-form learning coefficients
     models                            model organisms (DLN, TMS, modular arithmetic)
 """
@@ -17,7 +20,7 @@ Public API (stable names):
 import importlib
 
 from slt import theory
-from slt.adapters import from_linen, from_nnx
+from slt.adapters import from_equinox, from_linen, from_nnx
 from slt.burnin import AutoBurnin
 from slt.cpu import use_cpu_cores
 from slt.diagnostics import SLTWarning
@@ -43,14 +46,18 @@ _LAZY = {
     "Calibration": "slt.calibration",
     "load_params": "slt.checkpoints",
     "save_params": "slt.checkpoints",
+    "list_checkpoints": "slt.checkpoints",
+    "checkpoints": "slt.checkpoints",
+    "from_torch": "slt.torch_bridge",  # imports torch and torchax only when used
     "models": "slt.models",
 }
+_LAZY_MODULES = ("models", "checkpoints")
 
 
 def __getattr__(name):
     if name in _LAZY:
         module = importlib.import_module(_LAZY[name])
-        value = module if name == "models" else getattr(module, name)
+        value = module if name in _LAZY_MODULES else getattr(module, name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'slt' has no attribute {name!r}")
@@ -76,6 +83,7 @@ __all__ = [
     "default_nbeta",
     "estimate_llc",
     "scale_localization",
+    "from_equinox",
     "from_linen",
     "from_nnx",
     "theory",

@@ -1,7 +1,8 @@
-"""Thin adapters from Flax models to the ``loss_fn(params, batch)`` + pytree the samplers use.
+"""Thin adapters from Flax and Equinox models to the ``loss_fn(params, batch)`` + pytree the samplers use.
 
-Both take ``loss(model, batch) -> scalar`` where ``model`` is callable like
-the network (``model(x)``), so one loss definition serves NNX and Linen.
+All take ``loss(model, batch) -> scalar`` where ``model`` is callable like
+the network (``model(x)``), so one loss definition serves NNX, Linen and
+Equinox. PyTorch modules: :func:`slt.from_torch` (``slt.torch_bridge``).
 """
 
 from __future__ import annotations
@@ -43,3 +44,26 @@ def from_linen(module, variables: dict, loss: Callable[[Any, Any], Any], *, coll
         return loss(apply, batch)
 
     return loss_fn, variables[collection]
+
+
+def from_equinox(model, loss: Callable[[Any, Any], Any], *, filter_spec=None):
+    """``(loss_fn, params)`` for an Equinox module (``pip install "slt-jax[equinox]"``).
+
+    ``params, static = eqx.partition(model, filter_spec)`` with
+    ``filter_spec = eqx.is_inexact_array`` by default: the floating-point
+    arrays are sampled, everything else (integer arrays, activation functions,
+    sizes) is held fixed. ``loss_fn(params, batch)`` rebuilds the module with
+    ``eqx.combine(params, static)`` and calls ``loss(model, batch)``.
+    """
+    try:
+        import equinox as eqx
+    except ImportError:
+        from slt.validation import SLTInputError
+
+        raise SLTInputError('slt.from_equinox needs equinox: pip install "slt-jax[equinox]"') from None
+    params, static = eqx.partition(model, eqx.is_inexact_array if filter_spec is None else filter_spec)
+
+    def loss_fn(params, batch):
+        return loss(eqx.combine(params, static), batch)
+
+    return loss_fn, params
