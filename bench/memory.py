@@ -36,7 +36,7 @@ def _worker(name: str, steps: int, chains: int, compile_only: bool) -> dict:
     from speed import make_model
 
     from slt.posterior import Hyperparameters
-    from slt.sampling import RunConfig, chain_keys, compiled_program, run_chains
+    from slt.sampling import RunConfig, chain_keys, ProgramInputs, compiled_program, run_chains
 
     model = make_model(name, num_chains=chains, num_steps=steps)
     data = jax.tree.map(jnp.asarray, model.data)
@@ -46,8 +46,8 @@ def _worker(name: str, steps: int, chains: int, compile_only: bool) -> dict:
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if compile_only:
         hyper = Hyperparameters(*(jnp.full((chains,), v, jnp.float32) for v in hp))
-        args = (jax.tree.map(jnp.asarray, model.params), None, data, hyper, jnp.asarray(chain_keys(0, chains, "counter_hash")),
-                np.int32(0), None, None)
+        args = ProgramInputs(jax.tree.map(jnp.asarray, model.params), None, data, hyper,
+                             jnp.asarray(chain_keys(0, chains, "counter_hash")), np.int32(0), None, None)
         compiled, _ = compiled_program(model.loss_fn, None, config, args)
         m = compiled.memory_analysis()
         out.update(argument_bytes=m.argument_size_in_bytes, output_bytes=m.output_size_in_bytes,

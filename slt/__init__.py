@@ -28,7 +28,8 @@ from slt.fit import LearningCoefficientFit, fit_learning_coefficient
 # Eager: the function shares its name with its module, and a lazy export would be
 # shadowed by the module object after any `from slt.free_energy import ...`.
 from slt.free_energy import FreeEnergyResult, FreeEnergyTrajectory, free_energy, free_energy_trajectory
-from slt.llc import LLCConfig, LLCResult, default_nbeta, estimate_llc
+from slt.llc import LLCResult, estimate_llc
+from slt.settings import LLCConfig, default_nbeta
 from slt.localization import scale_localization
 from slt.samplers.base import SAMPLERS
 from slt.validation import SLTInputError

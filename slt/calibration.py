@@ -62,7 +62,7 @@ from jax.flatten_util import ravel_pytree
 
 from slt import diagnostics as diag
 from slt import validation as check
-from slt.llc import validate_llc_inputs
+from slt.settings import validate_llc_inputs
 from slt.localization import resolve_localization
 from slt.store import jsonable
 from slt.losses import full_data_loss
@@ -561,7 +561,7 @@ def calibrate(
         for g in gammas:
             n, batch, nb_value = validate_llc_inputs(
                 loss_fn, params, data, step_size=1.0, nbeta=nb, localization=g, num_chains=1, num_draws=1,
-                num_burnin=0, batch_size=batch_size, sampler=sampler,
+                num_burnin=0, batch_size=batch_size, sampler=sampler, sampler_options=sampler_options,
             )
             resolved.append((float(nb_value), float(g)))
     combos = _unique(resolved)
@@ -569,7 +569,7 @@ def calibrate(
         given = sorted({check.positive_number("step_sizes", s) for s in np.ravel(step_sizes)}, reverse=True)
         check.require(len(given) > 0, "step_sizes is empty; pass step sizes or None to probe for them")
     options = tuple(sorted((sampler_options or {}).items()))
-    has_acceptance = bool(get_sampler(sampler).LANGEVIN_PROPOSAL) or sampler == "mala"
+    has_acceptance = get_sampler(sampler).ACCEPTANCE is not None
     if init_loss is None:
         init_loss = full_data_loss(loss_fn, params, data)
     init_loss = float(init_loss)

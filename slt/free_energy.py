@@ -67,7 +67,7 @@ import numpy as np
 
 from slt import diagnostics as diag
 from slt import validation as check
-from slt.llc import validate_llc_inputs
+from slt.settings import validate_llc_inputs
 from slt.store import jsonable
 from slt.losses import full_data_loss
 from slt.posterior import Hyperparameters
@@ -424,7 +424,7 @@ def _starting_points(loss_fn, log_prior, params, batch, nbetas, localization, pr
 
 
 def _validate(loss_fn, params, data, *, method, log_prior, step_size, localization, num_chains, num_draws,
-              num_burnin, batch_size, sampler, betas, num_betas, nbeta_min, rule, step_scaling):
+              num_burnin, batch_size, sampler, betas, num_betas, nbeta_min, rule, step_scaling, sampler_options):
     check.require(method in METHODS, f"method={method!r} is not known; choose one of {', '.join(METHODS)}")
     check.require(rule in RULES, f"rule={rule!r} is not known; choose one of {', '.join(RULES)}")
     check.require(step_scaling in ("curvature", "none"),
@@ -444,6 +444,7 @@ def _validate(loss_fn, params, data, *, method, log_prior, step_size, localizati
     n, batch, ref_nbeta = validate_llc_inputs(
         loss_fn, params, data, step_size=reference_step, nbeta=None, localization=localization,
         num_chains=num_chains, num_draws=num_draws, num_burnin=num_burnin, batch_size=batch_size, sampler=sampler,
+        sampler_options=sampler_options,
     )
     if log_prior is None:
         check.require(float(localization) > 0,
@@ -546,6 +547,7 @@ def free_energy(
         loss_fn, params, data, method=method, log_prior=log_prior, step_size=step_size, localization=localization,
         num_chains=num_chains, num_draws=num_draws, num_burnin=num_burnin, batch_size=batch_size, sampler=sampler,
         betas=betas, num_betas=num_betas, nbeta_min=nbeta_min, rule=rule, step_scaling=step_scaling,
+        sampler_options=sampler_options,
     )
     K, C = len(ladder), int(num_chains)
     ref_step = float(per_beta_steps[-1]) if per_beta_steps is not None else float(step_size)

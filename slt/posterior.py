@@ -45,19 +45,31 @@ class Target(NamedTuple):
     prior_energy: Callable  # (w, hp) -> γ/2·‖w - w*‖²  or  -log φ(w)
 
 
-def make_target(loss_fn: LossFn, center: PyTree, log_prior: Callable | None = None) -> Target:
+def restricted(position: PyTree, center: PyTree, mask: PyTree | None) -> PyTree:
+    """The point with the free coordinates (``mask`` True) of ``position`` and the frozen ones of ``center``."""
+    if mask is None:
+        return position
+    return jax.tree.map(lambda w, c, m: jnp.where(m, w, c), position, center, mask)
+
+
+def make_target(loss_fn: LossFn, center: PyTree, log_prior: Callable | None = None, mask: PyTree | None = None) -> Target:
     """Build the :class:`Target` for ``U_B(w) = nβ·L_B(w) + prior energy``.
 
     The prior energy is ``γ/2·‖w - w*‖²`` (localization at ``center = w*``)
-    or, with ``log_prior``, ``-log φ(w)``.
+    or, with ``log_prior``, ``-log φ(w)``. With a ``mask`` (a pytree of
+    booleans, True = free; the weight-refined LLC of Wang et al. 2024, arXiv
+    2410.02984) U is evaluated with the frozen coordinates at ``center``,
+    so its gradient there is exactly 0 for every sampler.
     """
 
     def prior_energy(position: PyTree, hp: Hyperparameters):
+        position = restricted(position, center, mask)
         if log_prior is None:
             return 0.5 * hp.localization * tree_sq_dist(position, center)
         return -log_prior(position)
 
     def energy(position: PyTree, batch: PyTree, hp: Hyperparameters):
+        position = restricted(position, center, mask)
         loss = loss_fn(position, batch)
         return hp.nbeta * loss + prior_energy(position, hp), loss
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import time
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, Callable, NamedTuple
@@ -36,7 +37,9 @@ from jax.sharding import PartitionSpec as P
 from slt import sharding as shard
 from slt.cpu import compile_lowered, cpu_compiler_options
 from slt.posterior import Hyperparameters, Target, make_target
+from slt.samplers import base
 from slt.samplers.base import get_sampler
+from slt.samplers.moves import constrain
 
 PyTree = Any
 
@@ -63,6 +66,8 @@ class RunConfig:
     acceptance_every: int = 0  # check the MALA acceptance every k steps; 0 = never
     progress_every: int = 0  # advance the progress bar every k steps; 0 = no bar
     center_per_chain: bool = False  # center leaves carry a leading [num_chains] axis (several checkpoints in one run)
+    mask: str | None = None  # a restriction: None, "shared" (one mask) or "per_chain" (leading [num_chains] axis)
+    observer: Any = None  # an slt.observables.Observer recording statistics of the positions at draws
     prng_impl: str | None = None  # "counter_hash" or a jax.random implementation ("threefry2x32", "rbg", ...); None = DEFAULT_PRNG_IMPL
 
 
@@ -88,6 +93,7 @@ class SamplingResult:
     sample_seconds: float
     extras: dict = field(default_factory=dict)
     final_state: ChainState | None = None  # with run_chains(..., return_state=True)
+    observations: dict | None = None  # the observer's accumulators [chains, ...] (config.observer)
 
 
 def langevin_acceptance(target: Target, w, w_new, precond, batch, hp) -> jax.Array:
@@ -183,100 +189,195 @@ def draw_minibatch(data: PyTree, key: jax.Array, batch_size: int) -> PyTree:
 # the compiled program
 # ----------------------------------------------------------------------------
 
-_progress_bar: list = [None]
+
+class ProgramInputs(NamedTuple):
+    """The traced inputs of one sampling program (every number a run can change without recompiling)."""
+
+    center: PyTree  # w* (shared), or with leading [chains] axis (config.center_per_chain)
+    init: PyTree | None  # fresh: starting positions [chains, ...] or None (= center); continued: sampler states
+    data: PyTree | None  # the data (replicated); None when minibatches are streamed
+    hyper: Hyperparameters  # [chains] each
+    keys: Any  # [chains, key words] raw per-chain keys
+    start_step: Any  # int32: global index of the first step
+    divergent: Any  # [chains] first non-finite step so far (continued runs), None when fresh
+    batches: PyTree | None  # streamed minibatches [steps, chains, batch, ...]
+    mask: PyTree | None = None  # restriction (True = free), shared or with leading [chains] axis (config.mask)
+    probes: PyTree | None = None  # the observer's probe data (replicated)
+    observe_from: Any = 0  # int32: global step of the first observation
+    observe_count: Any = 0  # int32: observations the whole run makes (the blocks are split over them)
+    observations: PyTree | None = None  # the observer's accumulators so far (continued runs)
+
+
+class ProgramOutputs(NamedTuple):
+    losses: Any  # [chains, steps]
+    accs: Any  # [chains, steps] (NaN where not checked)
+    divergent: Any  # [chains]
+    states: PyTree | None  # final sampler states (return_states)
+    observations: PyTree | None  # the observer's accumulators [chains, ...]
+
+
+class _ProgressHolder:
+    """The bar the program's host callback advances (a plain holder: JAX runs callbacks on its own threads)."""
+
+    bar = None
+
+
+_progress = _ProgressHolder()
 
 
 def _progress_tick(step, every):
-    bar = _progress_bar[0]
+    bar = getattr(_progress, "bar", None)
     if bar is not None:
         bar.update(float(every))
 
 
-def _local_program(
-    center, init, data, hyper, raw_keys, start_step, divergent, batches,
-    *, loss_fn, log_prior, config: RunConfig, fresh: bool, return_states: bool, num_devices: int,
-):
-    """The program on one device: its chains are the leading axis of ``raw_keys``."""
-    algo = get_sampler(config.sampler)
-    options = dict(config.sampler_options)
-    impl = prng_impl(config)
-    num_chains = raw_keys.shape[0]
-    center_axis = 0 if config.center_per_chain else None
-    streamed = batches is not None
-    keys = jax.vmap(lambda k: jax.random.wrap_key_data(k, impl=resolve_impl(impl)))(raw_keys)
+class _Carry(NamedTuple):
+    states: PyTree
+    divergent: Any
+    observations: PyTree | None
 
-    def chain_batch(key, step, streamed_batch):
-        if streamed:
-            return streamed_batch
-        return draw_minibatch(data, step_keys(key, step)[0], config.batch_size)
 
-    if fresh:
-        if init is None:
-            init = center if config.center_per_chain else jax.tree.map(
-                lambda x: jnp.broadcast_to(x, (num_chains,) + x.shape), center
-            )
-        first = None if not streamed else jax.tree.map(lambda x: x[0], batches)
+def _chain_axes(config: RunConfig) -> tuple:
+    """vmap axes of (center, mask) for the per-chain functions."""
+    return (0 if config.center_per_chain else None, 0 if config.mask == "per_chain" else None)
 
-        def init_chain(position, key, hp, chain_center, batch):
-            target = make_target(loss_fn, chain_center, log_prior)
-            batch = chain_batch(key, start_step, batch)
-            return algo.init(position, jax.random.fold_in(key, _INIT_FOLD), batch, hp, target, **options)
 
-        states = jax.vmap(init_chain, in_axes=(0, 0, 0, center_axis, 0 if streamed else None))(
-            init, keys, hyper, center, first
+def _initial_states(inputs: ProgramInputs, algo, options, config: RunConfig, loss_fn, log_prior, keys):
+    """Every chain's sampler state at its starting point (at the center when no starting points are given)."""
+    num_chains = inputs.keys.shape[0]
+    init = inputs.init
+    if init is None:
+        init = inputs.center if config.center_per_chain else jax.tree.map(
+            lambda x: jnp.broadcast_to(x, (num_chains,) + x.shape), inputs.center
         )
-        divergent = jnp.full((num_chains,), -1, jnp.int32)
-    else:
-        states = init
-    check_acceptance = algo.LANGEVIN_PROPOSAL and config.acceptance_every > 0
+    streamed = inputs.batches is not None
+    first = jax.tree.map(lambda x: x[0], inputs.batches) if streamed else None
 
-    def chain_step(state, key, hp, chain_center, step, batch, checked):
-        target = make_target(loss_fn, chain_center, log_prior)
-        kernel = algo.build_kernel(target, **options)
+    def init_chain(position, key, hp, center, mask, batch):
+        target = make_target(loss_fn, center, log_prior, mask)
+        if not streamed:
+            batch = draw_minibatch(inputs.data, step_keys(key, inputs.start_step)[0], config.batch_size)
+        return algo.init(position, jax.random.fold_in(key, _INIT_FOLD), batch, hp, target, **options)
+
+    center_axis, mask_axis = _chain_axes(config)
+    return jax.vmap(init_chain, in_axes=(0, 0, 0, center_axis, mask_axis, 0 if streamed else None))(
+        init, keys, inputs.hyper, inputs.center, inputs.mask, first
+    )
+
+
+def _step_function(inputs: ProgramInputs, algo, options, config: RunConfig, loss_fn, log_prior, keys):
+    """``step_all(states, step, batch, checked) -> (states, loss, acc)``: one step of every chain.
+
+    A step is the sampler's kernel followed by the move's constraints (:func:`slt.samplers.moves.constrain`);
+    ``checked`` adds the MALA acceptance of the proposal (its ∇U(w) is the step's own: XLA merges the two,
+    so a check costs one gradient).
+    """
+    streamed = inputs.batches is not None
+    box = dict(config.sampler_options).get("bounding_box")
+    kernel_options = base.kernel_options(options)
+
+    def chain_step(state, key, hp, center, mask, step, batch, checked):
+        target = make_target(loss_fn, center, log_prior, mask)
+        kernel = algo.build_kernel(target, **kernel_options)
         k_batch, k_move = step_keys(key, step)
-        batch = batch if streamed else draw_minibatch(data, k_batch, config.batch_size)
+        batch = batch if streamed else draw_minibatch(inputs.data, k_batch, config.batch_size)
         new_state, info = kernel(k_move, state, batch, hp)
+        new_state = constrain(new_state, state.position, center, mask, box)
         if not checked:
-            return new_state, (info.loss, jnp.asarray(info.acceptance, info.loss.dtype))
-        # the check's ∇U(w) is the step's own: XLA merges the two (CSE), so a check costs one gradient
+            return new_state, info.loss, jnp.asarray(info.acceptance, info.loss.dtype)
         acc = langevin_acceptance(
             target, state.position, new_state.position, algo.preconditioner(new_state, options), batch, hp
         )
-        return new_state, (info.loss, acc.astype(info.loss.dtype))
+        return new_state, info.loss, acc.astype(info.loss.dtype)
 
-    def step_all(checked):
-        return jax.vmap(partial(chain_step, checked=checked), in_axes=(0, 0, 0, center_axis, None, 0 if streamed else None))
+    center_axis, mask_axis = _chain_axes(config)
 
-    def advance(states, divergent_step, i, batch, checked):
+    def step_all(states, step, batch, checked):
+        return jax.vmap(partial(chain_step, checked=checked),
+                        in_axes=(0, 0, 0, center_axis, mask_axis, None, 0 if streamed else None))(
+            states, keys, inputs.hyper, inputs.center, inputs.mask, step, batch
+        )
+
+    return step_all
+
+
+def _observe_function(inputs: ProgramInputs, observer):
+    """``observe(observations, positions, step) -> observations``: the observer's update at the draws it takes.
+
+    Draw j = (step - observe_from)/every (taken when whole and < observe_count) goes to block
+    ⌊j·blocks/observe_count⌋; the positions observed are those *before* the step, like the loss trace.
+    One ``lax.cond`` per step on the (unbatched) step index, so steps without a draw skip the work.
+    """
+    def observe(observations, positions, step):
+        offset = step - inputs.observe_from
+        draw = offset // observer.every
+        take = (offset >= 0) & (offset % observer.every == 0) & (draw < inputs.observe_count)
+        block = (draw * observer.blocks) // jnp.maximum(inputs.observe_count, 1)
+        update = jax.vmap(observer.update, in_axes=(0, 0, None, None, None))
+        return jax.lax.cond(take, lambda o: update(o, positions, inputs.probes, draw, block), lambda o: o,
+                            observations)
+
+    return observe
+
+
+def _local_program(inputs: ProgramInputs, *, loss_fn, log_prior, config: RunConfig, fresh: bool, return_states: bool,
+                   num_devices: int) -> ProgramOutputs:
+    """The program on one device: its chains are the leading axis of ``inputs.keys``."""
+    algo = get_sampler(config.sampler)
+    options = dict(config.sampler_options)
+    impl = prng_impl(config)
+    num_chains = inputs.keys.shape[0]
+    keys = jax.vmap(lambda k: jax.random.wrap_key_data(k, impl=resolve_impl(impl)))(inputs.keys)
+    observer = config.observer
+
+    if fresh:
+        states = _initial_states(inputs, algo, options, config, loss_fn, log_prior, keys)
+        divergent = jnp.full((num_chains,), -1, jnp.int32)
+    else:
+        states, divergent = inputs.init, inputs.divergent
+    observations = None
+    if observer is not None:
+        observations = inputs.observations
+        if observations is None:
+            positions = states.position
+            observations = jax.vmap(observer.init, in_axes=(0, None))(positions, inputs.probes)
+    step_all = _step_function(inputs, algo, options, config, loss_fn, log_prior, keys)
+    observe = _observe_function(inputs, observer) if observer is not None else None
+
+    def advance(carry: _Carry, i, batch, checked):
         """Step ``start_step + i`` of every chain; records the first non-finite loss and ticks the bar."""
-        step = start_step + i
-        states, (loss, acc) = step_all(checked)(states, keys, hyper, center, step, batch)
+        step = inputs.start_step + i
+        observations = carry.observations
+        if observe is not None:
+            observations = observe(observations, carry.states.position, step)
+        states, loss, acc = step_all(carry.states, step, batch, checked)
         bad = ~jnp.isfinite(loss)
-        divergent_step = jnp.where(bad & (divergent_step < 0), step, divergent_step)
+        divergent = jnp.where(bad & (carry.divergent < 0), step, carry.divergent)
         if config.progress_every:
             jax.lax.cond(
                 (step + 1) % config.progress_every == 0,
                 lambda: jax.debug.callback(_progress_tick, step, config.progress_every / num_devices),
                 lambda: None,
             )
-        return states, divergent_step, loss, acc
+        return _Carry(states, divergent, observations), loss, acc
 
-    if not check_acceptance:
+    carry = _Carry(states, divergent, observations)
+    if algo.ACCEPTANCE == "checked" and config.acceptance_every > 0:
+        carry, losses, accs = _checked_loop(advance, carry, inputs.batches, inputs.start_step, num_chains,
+                                            config.num_steps, config.acceptance_every)
+    else:
         def body(carry, xs):
             i, batch = xs
-            states, divergent_step, loss, acc = advance(*carry, i, batch, checked=False)
-            return (states, divergent_step), (loss, acc)
+            carry, loss, acc = advance(carry, i, batch, checked=False)
+            return carry, (loss, acc)
 
         index = jnp.arange(config.num_steps, dtype=jnp.int32)
-        (states, divergent), (losses, accs) = jax.lax.scan(body, (states, divergent), (index, batches))
-    else:
-        states, divergent, losses, accs = _checked_loop(advance, states, divergent, batches, start_step, num_chains,
-                                                        config.num_steps, config.acceptance_every)
-    out = (losses.T, accs.T, divergent)
-    return out + (states,) if return_states else out
+        carry, (losses, accs) = jax.lax.scan(body, carry, (index, inputs.batches))
+    return ProgramOutputs(losses.T, accs.T, carry.divergent, carry.states if return_states else None,
+                          carry.observations)
 
 
-def _checked_loop(advance, states, divergent, batches, start_step, num_chains, num_steps, every):
+def _checked_loop(advance, carry, batches, start_step, num_chains, num_steps, every):
     """All steps, with the MALA check at the global steps ``step % every == 0`` and nowhere else.
 
     The steps between two checks run in a loop of their own, so no step pays
@@ -285,51 +386,60 @@ def _checked_loop(advance, states, divergent, batches, start_step, num_chains, n
     loop of the unchecked steps up to the next check; the first block lacks its
     check when the run does not start on one.
     ``start_step`` is traced (chunked and streamed runs), so the loop bounds are too.
+    Returns (carry, losses [steps, chains], accs [steps, chains]).
     """
     batch0 = None if batches is None else jax.tree.map(lambda b: b[0], batches)
-    _, _, loss0, _ = jax.eval_shape(lambda: advance(states, divergent, 0, batch0, False))
+    _, loss0, _ = jax.eval_shape(lambda: advance(carry, 0, batch0, False))
     first = jnp.remainder(-start_step, every)  # the first checked step, relative to this program
     num_checks = jnp.maximum(0, (num_steps - first + every - 1) // every)
 
     def one(checked):
-        def fn(i, carry):
-            states, divergent_step, losses, accs = carry
+        def fn(i, state):
+            carry, losses, accs = state
             batch = None if batches is None else jax.tree.map(lambda b: b[i], batches)
-            states, divergent_step, loss, acc = advance(states, divergent_step, i, batch, checked)
+            carry, loss, acc = advance(carry, i, batch, checked)
             losses = losses.at[i].set(loss)
             accs = accs.at[i].set(acc.astype(accs.dtype)) if checked else accs
-            return states, divergent_step, losses, accs
+            return carry, losses, accs
         return fn
 
     plain, checked = one(False), one(True)
 
     has_prefix = (first > 0).astype(num_checks.dtype)  # unchecked steps before the first check: a block without its check
 
-    def block(j, carry):
+    def block(j, state):
         at = first + (j - has_prefix) * every
-        carry = jax.lax.cond(at >= 0, lambda c: checked(at, c), lambda c: c, carry)  # once per block, not per step
-        return jax.lax.fori_loop(jnp.maximum(at + 1, 0), jnp.minimum(at + every, num_steps), plain, carry)
+        state = jax.lax.cond(at >= 0, lambda c: checked(at, c), lambda c: c, state)  # once per block, not per step
+        return jax.lax.fori_loop(jnp.maximum(at + 1, 0), jnp.minimum(at + every, num_steps), plain, state)
 
     losses = jnp.zeros((num_steps, num_chains), loss0.dtype)
     accs = jnp.full((num_steps, num_chains), jnp.nan, loss0.dtype)
-    return jax.lax.fori_loop(0, num_checks + has_prefix, block, (states, divergent, losses, accs))
+    return jax.lax.fori_loop(0, num_checks + has_prefix, block, (carry, losses, accs))
 
 
-def _program(center, init, data, hyper, raw_keys, start_step, divergent, batches, *, mesh=None, **static):
+def _input_specs(config: RunConfig, inputs: ProgramInputs) -> ProgramInputs:
+    """shard_map specs: per-chain inputs split along ``"chain"``, the data, probes and shared center replicated."""
+    chain, rep = P(shard.CHAIN_AXIS), P()
+    return ProgramInputs(
+        center=chain if config.center_per_chain else rep, init=chain, data=rep, hyper=chain, keys=chain,
+        start_step=rep, divergent=chain, batches=P(None, shard.CHAIN_AXIS),
+        mask=chain if config.mask == "per_chain" else rep, probes=rep, observe_from=rep, observe_count=rep,
+        observations=chain,
+    )
+
+
+def _program(inputs: ProgramInputs, *, mesh=None, **static) -> ProgramOutputs:
     """The whole sampling program; with a mesh, :func:`jax.shard_map` over the ``"chain"`` axis."""
     if mesh is None:
-        return _local_program(center, init, data, hyper, raw_keys, start_step, divergent, batches, num_devices=1, **static)
-    chain, rep = P(shard.CHAIN_AXIS), P()
-    in_specs = (
-        chain if static["config"].center_per_chain else rep,
-        chain, rep, chain, chain, rep, chain, P(None, shard.CHAIN_AXIS),
-    )
-    out_specs = (chain, chain, chain) + ((chain,) if static["return_states"] else ())
+        return _local_program(inputs, num_devices=1, **static)
+    chain = P(shard.CHAIN_AXIS)
+    out_specs = ProgramOutputs(chain, chain, chain, chain if static["return_states"] else None,
+                               chain if static["config"].observer is not None else None)
     body = jax.shard_map(
-        lambda *a: _local_program(*a, num_devices=mesh.size, **static),
-        mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False,
+        lambda a: _local_program(a, num_devices=mesh.size, **static),
+        mesh=mesh, in_specs=(_input_specs(static["config"], inputs),), out_specs=out_specs, check_vma=False,
     )
-    return body(center, init, data, hyper, raw_keys, start_step, divergent, batches)
+    return body(inputs)
 
 
 _STATIC = ("loss_fn", "log_prior", "config", "fresh", "return_states", "mesh")
@@ -343,31 +453,16 @@ def _abstract_key(tree) -> tuple:
     return (treedef, tuple((np.shape(x), jnp.result_type(x), getattr(x, "sharding", None)) for x in leaves))
 
 
-class _LegacyProgram:
-    """``compiled(center, init_positions, data, hyper, chain_keys) -> (losses, accs, divergent)``."""
-
-    def __init__(self, compiled):
-        self.compiled = compiled
-
-    def __call__(self, center, init_positions, data, hyper, raw_keys):
-        return self.compiled(center, init_positions, data, hyper, raw_keys, np.int32(0), None, None)
-
-
-def compiled_program(loss_fn, log_prior, config: RunConfig, args: tuple, *, fresh: bool = True,
+def compiled_program(loss_fn, log_prior, config: RunConfig, inputs: ProgramInputs, *, fresh: bool = True,
                      return_states: bool = False, mesh=None):
-    """The compiled sampling program for these settings and argument shapes, and its compile time (0 if cached).
+    """The compiled sampling program for these settings and input shapes, and its compile time (0 if cached).
 
-    ``args`` = (center, init, data, hyper, raw_keys, start_step, divergent, batches);
-    the first five alone give the original whole-run program returning
-    (losses, accs, divergent).
+    Call it as ``compiled(inputs) -> ProgramOutputs``.
     """
-    legacy = len(args) == 5
-    if legacy:
-        args = tuple(args) + (np.int32(0), None, None)
     static = dict(loss_fn=loss_fn, log_prior=log_prior, config=config, fresh=fresh, return_states=return_states, mesh=mesh)
     platform = mesh.devices.flat[0].platform if mesh is not None else jax.default_backend()
     options = cpu_compiler_options(platform)
-    key = (loss_fn, log_prior, config, fresh, return_states, mesh, prng_impl(config), _abstract_key(args),
+    key = (loss_fn, log_prior, config, fresh, return_states, mesh, prng_impl(config), _abstract_key(inputs),
            tuple(sorted(options.items())))
     if key in _compiled_cache:
         _compiled_cache.move_to_end(key)
@@ -375,12 +470,12 @@ def compiled_program(loss_fn, log_prior, config: RunConfig, args: tuple, *, fres
     else:
         start = time.perf_counter()
         with jax.threefry_partitionable(THREEFRY_PARTITIONABLE):
-            compiled = compile_lowered(_jitted_program.lower(*args, **static), options)
+            compiled = compile_lowered(_jitted_program.lower(inputs, **static), options)
         seconds = time.perf_counter() - start
         _compiled_cache[key] = compiled
         if len(_compiled_cache) > _CACHE_SIZE:
             _compiled_cache.popitem(last=False)
-    return (_LegacyProgram(compiled) if legacy else compiled), seconds
+    return compiled, seconds
 
 
 # ----------------------------------------------------------------------------
@@ -420,6 +515,67 @@ def _host_gather(data_host, idx: np.ndarray):
 # ----------------------------------------------------------------------------
 
 
+class _Placement(NamedTuple):
+    """How a run's inputs go onto its devices (identity on one device)."""
+
+    mesh: Any
+    chain: Callable  # per-chain inputs: split along "chain"
+    replicated: Callable  # data, probes, a shared center or mask
+    batches: Callable  # streamed [steps, chains, ...] blocks: split along axis 1
+
+
+def _placement(mesh) -> _Placement:
+    if mesh is None:
+        same = lambda t: t  # noqa: E731
+        return _Placement(None, same, same, same)
+    return _Placement(
+        mesh,
+        lambda t: shard.put(t, shard.per_chain(mesh)),
+        lambda t: shard.put(t, shard.replicated(mesh)),
+        lambda t: shard.put(t, shard.per_chain(mesh, axis=1)),
+    )
+
+
+@contextmanager
+def _progress_bar(config: RunConfig, desc: str):
+    """The bar the program's host callback advances (``config.progress_every`` > 0), closed however the run ends."""
+    bar = None
+    if config.progress_every:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=config.num_steps, desc=desc, unit="step", leave=False)
+    _progress.bar = bar
+    try:
+        yield bar
+    finally:
+        _progress.bar = None
+        if bar is not None:
+            bar.close()
+
+
+def _starting_point(config: RunConfig, seed, chain_keys_, init_positions, init_state):
+    """(raw chain keys, first global step, init, divergent so far, fresh) of a new or continued run."""
+    impl = prng_impl(config)
+    if init_state is not None:
+        if init_state.prng_impl != impl:
+            raise ValueError(f"init_state was sampled with prng_impl={init_state.prng_impl!r}, config has {impl!r}")
+        return (np.asarray(init_state.chain_keys), int(init_state.step), init_state.sampler_state,
+                init_state.divergent_step, False)
+    if chain_keys_ is None:
+        chain_keys_ = chain_keys(seed, config.num_chains, impl)
+    return np.asarray(chain_keys_), 0, init_positions, None, True
+
+
+def _observation_window(config: RunConfig, start: int, observe_from: int | None) -> tuple[int, int]:
+    """(global step of the first observation, observations in the run) for ``config.observer``."""
+    if config.observer is None:
+        return 0, 0
+    first = start if observe_from is None else int(observe_from)
+    end = start + config.num_steps
+    count = max(0, -(-(end - first) // config.observer.every)) if first < end else 0
+    return first, count
+
+
 def run_chains(
     loss_fn: Callable,
     center: PyTree,
@@ -428,8 +584,12 @@ def run_chains(
     *,
     config: RunConfig,
     seed: int | jax.Array = 0,
+    chain_keys: np.ndarray | None = None,
     init_positions: PyTree | None = None,
     log_prior: Callable | None = None,
+    mask: PyTree | None = None,
+    probes: PyTree | None = None,
+    observe_from: int | None = None,
     progress_desc: str = "sampling",
     devices=None,
     stream_chunks: int | None = None,
@@ -438,10 +598,23 @@ def run_chains(
 ) -> SamplingResult:
     """Run ``config.num_chains`` chains of ``config.sampler`` on the local posterior at ``center``.
 
+    The one way into the compiled sampling program: every estimator (LLC,
+    sweeps, calibration, burn-in, free energy, observables) calls this.
+
     ``hyper`` holds per-chain arrays of shape [num_chains] (broadcast from scalars).
     With ``config.center_per_chain``, every leaf of ``center`` has a leading
     [num_chains] axis: chain c is localized at its own w*_c (e.g. G
-    checkpoints × K chains as one program).
+    checkpoints × K chains as one program). ``chain_keys``: raw per-chain keys
+    [num_chains, words] instead of ``seed`` (e.g. the same keys for every
+    checkpoint of a group).
+
+    ``mask`` (with ``config.mask`` "shared" or "per_chain": a pytree of
+    booleans with the params' structure, leaves broadcastable to the leaves,
+    per chain with a leading [num_chains] axis): only the True coordinates move
+    (:mod:`slt.samplers.moves`). ``config.observer``
+    (:class:`slt.observables.Observer`) records statistics of the positions
+    every ``observer.every`` steps from global step ``observe_from`` (default:
+    the run's first step) on; ``probes`` is its probe data.
 
     ``devices``: shard the chains over devices (see
     :func:`slt.sharding.resolve_devices`; default: the most devices whose
@@ -449,94 +622,73 @@ def run_chains(
     on the host (numpy arrays or memmaps) and stream [K, chains, batch]
     minibatch blocks to the device, K steps per compiled call; results equal
     the in-memory run's. ``init_state``: continue from a previous run's
-    ``final_state`` (then ``seed`` and ``init_positions`` are ignored) for
+    ``final_state`` (then ``seed``, ``chain_keys`` and ``init_positions`` are ignored) for
     ``config.num_steps`` more steps; ``return_state=True`` keeps the final
     state in ``result.final_state``.
     Inputs are assumed validated (see :mod:`slt.validation`).
     """
     impl = prng_impl(config)
     dtype = jnp.result_type(*jax.tree.leaves(center))
-    hyper = Hyperparameters(*(np.broadcast_to(np.asarray(v, dtype), (config.num_chains,)) for v in hyper))
-    mesh = shard.chain_mesh(devices, config.num_chains)
-    if init_state is not None:
-        if init_state.prng_impl != impl:
-            raise ValueError(f"init_state was sampled with prng_impl={init_state.prng_impl!r}, config has {impl!r}")
-        raw_keys, start, init, divergent, fresh = (
-            np.asarray(init_state.chain_keys), int(init_state.step), init_state.sampler_state,
-            init_state.divergent_step, False,
-        )
-    else:
-        raw_keys, start, init, divergent, fresh = chain_keys(seed, config.num_chains, impl), 0, init_positions, None, True
-
-    if mesh is None:
-        place_chain = place_rep = place_batches = lambda t: t  # noqa: E731
-    else:
-        place_chain = lambda t: shard.put(t, shard.per_chain(mesh))  # noqa: E731
-        place_rep = lambda t: shard.put(t, shard.replicated(mesh))  # noqa: E731
-        place_batches = lambda t: shard.put(t, shard.per_chain(mesh, axis=1))  # noqa: E731
-    center = (place_chain if config.center_per_chain else place_rep)(jax.tree.map(jnp.asarray, center))
-    hyper = place_chain(Hyperparameters(*(jnp.asarray(v) for v in hyper)))
-    raw_keys_dev = place_chain(jnp.asarray(raw_keys))
-    init = place_chain(init)
-    divergent = place_chain(divergent)
-    start_dev = np.int32(start)
-
-    bar = None
-    if config.progress_every:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=config.num_steps, desc=progress_desc, unit="step", leave=False)
-    _progress_bar[0] = bar
-    extras: dict = {"num_devices": 1 if mesh is None else mesh.size, "prng_impl": impl}
-    try:
+    place = _placement(shard.chain_mesh(devices, config.num_chains))
+    raw_keys, start, init, divergent, fresh = _starting_point(config, seed, chain_keys, init_positions, init_state)
+    first_observation, observe_count = _observation_window(config, start, observe_from)
+    hyper = Hyperparameters(*(jnp.asarray(np.broadcast_to(np.asarray(v, dtype), (config.num_chains,))) for v in hyper))
+    shared = place.chain if config.mask == "per_chain" else place.replicated
+    inputs = ProgramInputs(
+        center=(place.chain if config.center_per_chain else place.replicated)(jax.tree.map(jnp.asarray, center)),
+        init=place.chain(init), data=None, hyper=place.chain(hyper), keys=place.chain(jnp.asarray(raw_keys)),
+        start_step=np.int32(start), divergent=place.chain(divergent), batches=None,
+        mask=None if mask is None else shared(jax.tree.map(jnp.asarray, mask)),
+        probes=None if probes is None else place.replicated(jax.tree.map(jnp.asarray, probes)),
+        observe_from=np.int32(first_observation), observe_count=np.int32(observe_count),
+    )
+    extras: dict = {"num_devices": 1 if place.mesh is None else place.mesh.size, "prng_impl": impl}
+    with _progress_bar(config, progress_desc):
         if not stream_chunks:
-            data = place_rep(jax.tree.map(jnp.asarray, data))
-            args = (center, init, data, hyper, raw_keys_dev, start_dev, divergent, None)
-            compiled, compile_seconds = compiled_program(
-                loss_fn, log_prior, config, args, fresh=fresh, return_states=return_state, mesh=mesh
-            )
+            inputs = inputs._replace(data=place.replicated(jax.tree.map(jnp.asarray, data)))
+            compiled, compile_seconds = compiled_program(loss_fn, log_prior, config, inputs, fresh=fresh,
+                                                         return_states=return_state, mesh=place.mesh)
             t0 = time.perf_counter()
-            out = jax.block_until_ready(compiled(*args))
+            out = jax.block_until_ready(compiled(inputs))
             sample_seconds = time.perf_counter() - t0
-            losses, accs, divergent = out[:3]
-            states = out[3] if return_state else None
         else:
-            losses, accs, divergent, states, compile_seconds, sample_seconds, chunk_extras = _run_streamed(
-                loss_fn, log_prior, config, center, init, data, hyper, raw_keys, raw_keys_dev, start, divergent,
-                fresh, int(stream_chunks), mesh, place_batches, return_state,
+            out, compile_seconds, sample_seconds, chunk_extras = _run_streamed(
+                loss_fn, log_prior, config, inputs, data, fresh, int(stream_chunks), place, return_state,
             )
             extras.update(chunk_extras)
         jax.effects_barrier()
-    finally:
-        _progress_bar[0] = None
-        if bar is not None:
-            bar.close()
+    return _sampling_result(out, config, start, raw_keys, impl, compile_seconds, sample_seconds, extras, return_state)
 
-    losses, accs, divergent = shard.fetch(losses), shard.fetch(accs), shard.fetch(divergent)
+
+def _sampling_result(out: ProgramOutputs, config: RunConfig, start: int, raw_keys, impl: str, compile_seconds: float,
+                     sample_seconds: float, extras: dict, return_state: bool) -> SamplingResult:
+    """The host-side record of a run: traces, the acceptance columns that were checked, the final state."""
+    losses, accs, divergent = shard.fetch(out.losses), shard.fetch(out.accs), shard.fetch(out.divergent)
     if config.acceptance_every:
-        first = (-start) % config.acceptance_every
-        cols = np.arange(first, config.num_steps, config.acceptance_every)
-        steps = start + cols
+        cols = np.arange((-start) % config.acceptance_every, config.num_steps, config.acceptance_every)
     else:
         cols = np.flatnonzero(np.isfinite(accs).any(axis=0))
-        steps = start + cols
     final_state = None
     if return_state:
-        final_state = ChainState(states, divergent, start + config.num_steps, raw_keys, impl)
+        final_state = ChainState(out.states, divergent, start + config.num_steps, raw_keys, impl)
+    observations = None
+    if out.observations is not None:
+        observations = jax.tree.map(shard.fetch, out.observations)
     return SamplingResult(
         loss_trace=losses,
         acceptance=accs[:, cols],
-        acceptance_steps=steps,
+        acceptance_steps=start + cols,
         divergent_step=divergent,
         compile_seconds=compile_seconds,
         sample_seconds=sample_seconds,
         extras=extras,
         final_state=final_state,
+        observations=observations,
     )
 
 
-def _run_streamed(loss_fn, log_prior, config, center, init, data, hyper, raw_keys, raw_keys_dev, start, divergent,
-                  fresh, chunk, mesh, place_batches, return_state):
+def _run_streamed(loss_fn, log_prior, config, inputs: ProgramInputs, data, fresh, chunk, place: _Placement,
+                  return_state):
     """K steps per compiled call, each fed a host-gathered [K, chains, batch] block; the next block is
     gathered on the host while the device runs the current one."""
     if chunk < 1:
@@ -547,34 +699,40 @@ def _run_streamed(loss_fn, log_prior, config, center, init, data, hyper, raw_key
     if config.batch_size >= n or algo.FULL_BATCH_ONLY:
         raise ValueError("stream_chunks streams minibatches; a full-batch run (batch_size >= n, or MALA) cannot be streamed")
     impl = prng_impl(config)
+    start = int(inputs.start_step)
+    raw_keys = np.asarray(shard.fetch(inputs.keys))
     bounds = [(s, min(chunk, config.num_steps - (s - start))) for s in range(start, start + config.num_steps, chunk)]
 
     def gather(s, k):
         idx = np.asarray(stream_indices(raw_keys, s, k, config.batch_size, n, impl))
-        return place_batches(jax.tree.map(jnp.asarray, _host_gather(data_host, idx)))
+        return place.batches(jax.tree.map(jnp.asarray, _host_gather(data_host, idx)))
 
-    compile_seconds, sample_seconds, gather_seconds = 0.0, 0.0, 0.0
+    compile_seconds, gather_seconds = 0.0, 0.0
     t0 = time.perf_counter()
     nxt = gather(*bounds[0])
     gather_seconds += time.perf_counter() - t0
     loss_parts, acc_parts = [], []
-    states = init
     t_run = time.perf_counter()
     for i, (s, k) in enumerate(bounds):
         cfg = replace(config, num_steps=k)
-        args = (center, states, None, hyper, raw_keys_dev, np.int32(s), divergent, nxt)
-        compiled, c = compiled_program(loss_fn, log_prior, cfg, args, fresh=fresh and i == 0, return_states=True, mesh=mesh)
+        inputs = inputs._replace(start_step=np.int32(s), batches=nxt)
+        compiled, c = compiled_program(loss_fn, log_prior, cfg, inputs, fresh=fresh and i == 0, return_states=True,
+                                       mesh=place.mesh)
         compile_seconds += c
-        losses, accs, divergent, states = compiled(*args)  # asynchronous: the host gathers the next block meanwhile
-        loss_parts.append(losses)
-        acc_parts.append(accs)
+        out = compiled(inputs)  # asynchronous: the host gathers the next block meanwhile
+        loss_parts.append(out.losses)
+        acc_parts.append(out.accs)
+        inputs = inputs._replace(init=out.states, divergent=out.divergent, observations=out.observations)
         if i + 1 < len(bounds):
             t0 = time.perf_counter()
             nxt = gather(*bounds[i + 1])
             gather_seconds += time.perf_counter() - t0
-    jax.block_until_ready((loss_parts, divergent, states))
+    jax.block_until_ready((loss_parts, out.divergent, out.states))
     sample_seconds = time.perf_counter() - t_run - compile_seconds
-    losses = np.concatenate([shard.fetch(x) for x in loss_parts], axis=1)
-    accs = np.concatenate([shard.fetch(x) for x in acc_parts], axis=1)
+    merged = ProgramOutputs(
+        losses=np.concatenate([shard.fetch(x) for x in loss_parts], axis=1),
+        accs=np.concatenate([shard.fetch(x) for x in acc_parts], axis=1),
+        divergent=out.divergent, states=out.states if return_state else None, observations=out.observations,
+    )
     extras = {"stream_chunks": chunk, "num_chunks": len(bounds), "host_gather_seconds": gather_seconds}
-    return losses, accs, divergent, (states if return_state else None), compile_seconds, sample_seconds, extras
+    return merged, compile_seconds, sample_seconds, extras

@@ -27,7 +27,6 @@ import math
 import os
 import re
 import sys
-import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -40,7 +39,8 @@ from slt import sampling
 from slt import sharding as shard
 from slt import validation as check
 from slt.checkpoints import CheckpointError, list_checkpoints, load_params
-from slt.llc import LLCConfig, LLCResult, llc_from_run, run_config, validate_llc_inputs
+from slt.llc import LLCResult, llc_from_run
+from slt.settings import LLCConfig, run_config, validate_llc_inputs
 from slt.losses import full_data_loss
 from slt.posterior import Hyperparameters
 from slt.store import TrajectoryStore, jsonable, read_store, records_by_step
@@ -232,59 +232,35 @@ def _place_data(data, mesh):
 
 
 def _sample_group(loss_fn, params_list, data, config: LLCConfig, *, group_size: int, acceptance_checks: int,
-                  progress: bool | None, desc: str, mesh=None) -> tuple[list[sampling.SamplingResult], float, float]:
-    """Run ``group_size`` × K chains (the group padded with its last checkpoint), sharded over ``mesh``
-    as :func:`slt.sampling.run_chains` does (``data`` already placed, :func:`_place_data`); per-checkpoint results."""
+                  progress: bool | None, desc: str, devices=None) -> list[sampling.SamplingResult]:
+    """Run ``group_size`` × K chains (the group padded with its last checkpoint) as one program through
+    :func:`slt.sampling.run_chains` (``data`` already placed, :func:`_place_data`); per-checkpoint results."""
     k = config.num_chains
     real = len(params_list)
     padded = list(params_list) + [params_list[-1]] * (group_size - real)
     # built on the host and sent once, shard by shard: a device array resharded over the mesh would compile a
     # slicing program per leaf shape
     centers = jax.tree.map(lambda *xs: np.repeat(np.stack([np.asarray(x) for x in xs]), k, axis=0), *padded)
-    dtype = jnp.result_type(*jax.tree.leaves(centers))
-    total = group_size * k
-    hyper = Hyperparameters(*(np.full((total,), v, dtype) for v in (config.step_size, config.nbeta, config.localization)))
     rc = dataclasses.replace(
         run_config(config, acceptance_checks=acceptance_checks, progress=progress),
-        num_chains=total, center_per_chain=True,
+        num_chains=group_size * k, center_per_chain=True,
     )
     keys = _group_keys(config.seed, k, sampling.prng_impl(rc), group_size)
-    if mesh is not None:  # chains split over the devices, data replicated (same numbers up to float32 rounding)
-        centers, hyper, keys = shard.put((centers, hyper, keys), shard.per_chain(mesh))
-    else:
-        centers, hyper, keys = jax.tree.map(jnp.asarray, (centers, hyper, keys))
-    args = (centers, None, data, hyper, keys)
-    compiled, compile_seconds = sampling.compiled_program(loss_fn, None, rc, args, mesh=mesh)
-    bar = None
-    if rc.progress_every:
-        from tqdm.auto import tqdm
+    run = sampling.run_chains(
+        loss_fn, centers, data, Hyperparameters(config.step_size, config.nbeta, config.localization), config=rc,
+        chain_keys=keys, progress_desc=desc, devices=devices,
+    )
+    return [split_chains(run, slice(g * k, (g + 1) * k), share=real) for g in range(real)]
 
-        bar = tqdm(total=rc.num_steps, desc=desc, unit="step", leave=False)
-    sampling._progress_bar[0] = bar
-    try:
-        start = time.perf_counter()
-        losses, accs, divergent = jax.block_until_ready(compiled(*args))
-        sample_seconds = time.perf_counter() - start
-        jax.effects_barrier()
-    finally:
-        sampling._progress_bar[0] = None
-        if bar is not None:
-            bar.close()
-    losses, accs, divergent = map(shard.fetch, (losses, accs, divergent))  # gathered on every process
-    if rc.acceptance_every:
-        acc_steps = np.arange(0, rc.num_steps, rc.acceptance_every)
-    else:
-        acc_steps = np.flatnonzero(np.isfinite(accs).any(axis=0))
-    accs = accs[:, acc_steps]
-    runs = []
-    for g in range(real):
-        sl = slice(g * k, (g + 1) * k)
-        runs.append(sampling.SamplingResult(
-            loss_trace=losses[sl], acceptance=accs[sl], acceptance_steps=acc_steps, divergent_step=divergent[sl],
-            compile_seconds=compile_seconds / real, sample_seconds=sample_seconds / real,
-            extras={"num_devices": 1 if mesh is None else mesh.size},
-        ))
-    return runs, compile_seconds, sample_seconds
+
+def split_chains(run: sampling.SamplingResult, chains: slice, *, share: int = 1) -> sampling.SamplingResult:
+    """The chains ``chains`` of a run as a run of their own (its timing divided among ``share`` such parts)."""
+    return sampling.SamplingResult(
+        loss_trace=run.loss_trace[chains], acceptance=run.acceptance[chains], acceptance_steps=run.acceptance_steps,
+        divergent_step=run.divergent_step[chains], compile_seconds=run.compile_seconds / share,
+        sample_seconds=run.sample_seconds / share, extras=dict(run.extras),
+        observations=None if run.observations is None else jax.tree.map(lambda x: x[chains], run.observations),
+    )
 
 
 # --------------------------------------------------------------------------
@@ -386,7 +362,7 @@ def llc_trajectory(
     n, batch, nb = validate_llc_inputs(
         loss_fn, first, data, step_size=step_size, nbeta=nbeta, localization=localization, num_chains=num_chains,
         num_draws=num_draws, num_burnin=num_burnin, batch_size=batch_size, sampler=sampler,
-        steps_between_draws=steps_between_draws,
+        steps_between_draws=steps_between_draws, sampler_options=sampler_options,
     )
     check.positive_int("acceptance_checks", acceptance_checks, minimum=0)
     config = LLCConfig(
@@ -451,10 +427,10 @@ def llc_trajectory(
                 loaded.append((it, params))
             if not loaded:
                 continue
-            runs, _, _ = _sample_group(
+            runs = _sample_group(
                 loss_fn, [p for _, p in loaded], device_data, config, group_size=size,
                 acceptance_checks=acceptance_checks, progress=inner_bar,
-                desc=f"steps {loaded[0][0].step}..{loaded[-1][0].step}", mesh=mesh,
+                desc=f"steps {loaded[0][0].step}..{loaded[-1][0].step}", devices=devices,
             )
             for (it, params), run in zip(loaded, runs):
                 init_loss = full_data_loss(loss_fn, params, data)

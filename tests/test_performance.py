@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from slt.posterior import Hyperparameters
-from slt.sampling import RunConfig, chain_keys, compiled_program, run_chains
+from slt.sampling import RunConfig, chain_keys, ProgramInputs, compiled_program, run_chains
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -343,7 +343,7 @@ def test_memory_and_traces_do_not_grow_with_steps():
     temp = {}
     for steps in (50, 5000):
         config = RunConfig("sgld", 4, steps, 16, acceptance_every=10)
-        args = (PARAMS, None, data, hp, keys, np.int32(0), None, None)
+        args = ProgramInputs(PARAMS, None, data, hp, keys, np.int32(0), None, None)
         compiled, _ = compiled_program(loss, None, config, args, return_states=True)
         stats = compiled.memory_analysis()
         temp[steps] = (stats.temp_size_in_bytes, stats.output_size_in_bytes)

@@ -70,11 +70,21 @@ def test_default_nbeta_needs_two_examples():
         call(data={"x": np.ones((1, 3)), "y": np.ones(1)})
 
 
-def test_sampler_options_are_checked():
-    with pytest.raises(TypeError, match="friction"):
-        slt.samplers.base.get_sampler("sghmc").build_kernel(None, momentum=0.9)
-    with pytest.raises(ValueError, match="friction must be in"):
-        slt.samplers.base.get_sampler("sgnht").build_kernel(None, friction=2.0)
+@pytest.mark.parametrize(
+    "sampler, options, message",
+    [
+        ("sghmc", {"momentum": 0.9}, r"\['momentum'\] are not options of sghmc; it takes \['bounding_box', 'friction'"),
+        ("sgnht", {"friction": 2.0}, r"friction'\] must be in \(0, 1\], got 2.0"),
+        ("psgld", {"rmsprop_decay": 1.5}, r"rmsprop_decay'\] for psgld must be in \[0, 1\)"),
+        ("sgld", {"noise_level": -1.0}, r"noise_level'\] for sgld must be a finite number ≥ 0"),
+        ("sgld", {"bounding_box": 0.0}, r"bounding_box'\] for sgld must be a finite number > 0"),
+        ("mala", {"noise_level": 0.5}, r"MALA is exact"),
+    ],
+)
+def test_sampler_options_are_checked_before_compiling(sampler, options, message):
+    batch = None if sampler == "mala" else 5
+    with pytest.raises(slt.SLTInputError, match=message):
+        call(sampler=sampler, sampler_options=options, batch_size=batch)
 
 
 def test_input_error_is_a_value_error():

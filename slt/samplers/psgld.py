@@ -2,7 +2,7 @@
 benchmarked for LLC estimation by Hitchcock & Hoogland (arXiv 2507.21449).
 
     V ← α·V + (1-α)·(∇U_B)²,   G = 1 / (λ + √(V / (1 - αᵗ)))
-    Δw = -(ε/2)·G·∇U_B(w) + N(0, ε·G)
+    Δw = -(ε/2)·G·∇U_B(w) + σ·N(0, ε·G)   (σ: the noise_level option, 1 by default)
 
 The Γ correction term is dropped, as in the paper. Written here because
 blackjax ships no pSGLD; the bias correction (1 - αᵗ) keeps the first steps
@@ -25,10 +25,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from slt.samplers.base import StepInfo
-from slt.samplers.noise import tree_normal
+from slt.samplers.base import StepInfo, langevin_noise
+from slt.validation import SLTInputError
 
-LANGEVIN_PROPOSAL = True
+ACCEPTANCE = "checked"  # preconditioned Langevin proposals: their MALA acceptance is defined
 FULL_BATCH_ONLY = False
 DEFAULTS = {"rmsprop_decay": 0.99, "rmsprop_eps": 0.1, "adapt_steps": None}
 
@@ -45,10 +45,18 @@ def init(position, rng_key, batch, hp, target, **options) -> PSGLDState:
     return PSGLDState(position, jax.tree.map(jnp.zeros_like, position), jnp.zeros((), jnp.int32))
 
 
+def check_own_options(options) -> None:
+    """rmsprop_decay in [0, 1), rmsprop_eps > 0, adapt_steps None or an integer ≥ 0 (:func:`slt.samplers.base.check_options`)."""
+    decay, eps, adapt = (options.get(k, DEFAULTS[k]) for k in ("rmsprop_decay", "rmsprop_eps", "adapt_steps"))
+    if not (isinstance(decay, (int, float)) and 0 <= decay < 1):
+        raise SLTInputError(f"sampler_options['rmsprop_decay'] for psgld must be in [0, 1), got {decay!r}")
+    if not (isinstance(eps, (int, float)) and eps > 0):
+        raise SLTInputError(f"sampler_options['rmsprop_eps'] for psgld must be > 0, got {eps!r}")
+    if adapt is not None and not (isinstance(adapt, int) and not isinstance(adapt, bool) and adapt >= 0):
+        raise SLTInputError(f"sampler_options['adapt_steps'] for psgld must be None or an integer ≥ 0, got {adapt!r}")
+
+
 def _options(options):
-    unknown = set(options) - set(DEFAULTS)
-    if unknown:
-        raise TypeError(f"psgld options are {sorted(DEFAULTS)}, got unknown {sorted(unknown)}")
     return {**DEFAULTS, **options}
 
 
@@ -66,13 +74,13 @@ def build_kernel(target, **options):
     decay, adapt_steps = opts["rmsprop_decay"], opts["adapt_steps"]
 
     def kernel(rng_key, state: PSGLDState, batch, hp):
-        (energy, loss), grad = target.value_and_grad(state.position, batch, hp)
+        (_, loss), grad = target.value_and_grad(state.position, batch, hp)
         adapting = True if adapt_steps is None else state.count < adapt_steps
         rate = jnp.where(adapting, 1 - decay, 0.0)
         square_avg = jax.tree.map(lambda v, g: v + rate * (g * g - v), state.square_avg, grad)
         new_state = PSGLDState(state.position, square_avg, state.count + jnp.where(adapting, 1, 0))
         g_inv = preconditioner(new_state, opts)
-        noise = tree_normal(rng_key, state.position)
+        noise = langevin_noise(rng_key, state.position, options)
         position = jax.tree.map(
             lambda w, g, p, z: w - 0.5 * hp.step_size * p * g + jnp.sqrt(hp.step_size * p) * z,
             state.position,
@@ -80,6 +88,6 @@ def build_kernel(target, **options):
             g_inv,
             noise,
         )
-        return new_state._replace(position=position), StepInfo(loss=loss, energy=energy)
+        return new_state._replace(position=position), StepInfo(loss=loss)
 
     return kernel

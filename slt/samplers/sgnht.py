@@ -18,7 +18,8 @@ distributed, so holding ‖p_new‖²/d at 1 (the paper's form) cools the chain
 (measured: λ̂ -4% at friction 0.1, -48% at 0.5 on K = w1²w2²); for a free
 particle E‖p̄‖²/d = 1 exactly.
 
-Options: ``friction`` (A·h, diffusion per step, in (0, 1], default 0.1).
+Options: ``friction`` (A·h, diffusion per step, in (0, 1], default 0.1),
+and the SGLD family's ``noise_level`` and ``bounding_box``.
 """
 
 from __future__ import annotations
@@ -28,30 +29,30 @@ import jax.numpy as jnp
 from blackjax.sgmcmc.sgnht import SGNHTState
 from blackjax.util import pytree_size
 
-from slt.samplers.base import StepInfo
+from slt.samplers.base import StepInfo, langevin_noise
 from slt.samplers.noise import tree_normal
-from slt.samplers.sghmc import friction_option
+from slt.samplers.sghmc import DEFAULTS, check_own_options, friction_option  # noqa: F401 (the same options)
 
-LANGEVIN_PROPOSAL = False
+ACCEPTANCE = None  # the position update is not a Langevin proposal
 FULL_BATCH_ONLY = False
 
 
 def init(position, rng_key, batch, hp, target, **options) -> SGNHTState:
     """The SGNHT state at ``position`` (``rng_key`` draws any initial momentum)."""
     del batch, target
-    friction = friction_option("sgnht", options)
+    friction = friction_option(options)
     h = jnp.sqrt(hp.step_size / 2)
     return SGNHTState(position, tree_normal(rng_key, position), friction / h)
 
 
 def build_kernel(target, **options):
     """``kernel(rng_key, state, batch, hp) -> (state, StepInfo)``: one SGNHT step on ``target``."""
-    friction = friction_option("sgnht", options)
+    friction = friction_option(options)
 
     def kernel(rng_key, state: SGNHTState, batch, hp):
-        (energy, loss), grad = target.value_and_grad(state.position, batch, hp)
+        (_, loss), grad = target.value_and_grad(state.position, batch, hp)
         h = jnp.sqrt(hp.step_size / 2)
-        noise = tree_normal(rng_key, state.position)
+        noise = langevin_noise(rng_key, state.position, options)
         momentum = jax.tree.map(
             lambda p, g, z: (1 - state.xi * h) * p - h * g + jnp.sqrt(2 * friction) * z,
             state.momentum,
@@ -62,7 +63,7 @@ def build_kernel(target, **options):
         midpoint = jax.tree.map(lambda a, b: 0.5 * (a + b), state.momentum, momentum)
         kinetic = sum(jnp.sum(p * p) for p in jax.tree.leaves(midpoint))
         xi = state.xi + h * (kinetic / pytree_size(momentum) - 1.0)
-        return SGNHTState(position, momentum, xi), StepInfo(loss=loss, energy=energy)
+        return SGNHTState(position, momentum, xi), StepInfo(loss=loss)
 
     return kernel
 
