@@ -150,44 +150,18 @@ def window_means(llc_trace: np.ndarray, step_sizes: np.ndarray | None = None) ->
 
     ``step_sizes`` ([T], the ε of each step): the windows are taken in Langevin time τ = Σε instead of
     steps, τ in (τ_T/4, 5τ_T/8] and (5τ_T/8, τ_T], each step weighted by its ε (the chains' spread
-    grows with τ: a step at ε/2 moves them half as far).
-    se comes from the spread of the per-chain differences across chains
-    (independent chains): an ESS-based error would read a slow upward drift
-    as autocorrelation and call it noise. With one chain, the windows' MCSE.
-    Chains with a non-finite value are left out (diverged chains are reported
-    by the estimate, not averaged in).
+    grows with τ: a step at ε/2 moves them half as far). The statistic is
+    :func:`slt.diagnostics.window_difference` (se from the spread of the per-chain differences).
     """
-    trace = np.asarray(llc_trace, np.float64)
-    trace = trace[np.all(np.isfinite(trace), axis=1)]
-    T = trace.shape[1]
+    T = np.shape(llc_trace)[1]
     if step_sizes is None or np.all(np.asarray(step_sizes) == np.asarray(step_sizes)[0]):
-        index, weights = np.arange(T), np.ones(T)
+        index, weights = np.arange(T), None
         early, late = (index >= T // 4) & (index < (5 * T) // 8), index >= (5 * T) // 8
     else:
         weights = np.asarray(step_sizes, np.float64)
         tau = np.cumsum(weights)
         early, late = (tau > tau[-1] / 4) & (tau <= 5 * tau[-1] / 8), tau > 5 * tau[-1] / 8
-    if trace.shape[0] == 0 or early.sum() < 4 or late.sum() < 4:
-        return float("nan"), float("nan"), float("nan")
-    first, second, weights = trace[:, early], trace[:, late], (weights[early], weights[late])
-    m1, m2 = (float(np.average(x, weights=np.broadcast_to(w, x.shape))) for x, w in zip((first, second), weights))
-    return m1, m2, difference_se(first, second, coupled=False, weights=weights)
-
-
-def difference_se(first: np.ndarray, second: np.ndarray, *, coupled: bool, weights=(None, None)) -> float:
-    """se of mean(second) - mean(first) for two [chains, k] windows of finite values (each step weighted by ``weights``).
-
-    From the spread of the per-chain differences across the (independent)
-    chains. With one chain: the MCSE of the difference trace when the two
-    windows are coupled runs (same noise, strongly correlated), else the
-    two windows' MCSEs combined.
-    """
-    if first.shape[0] > 1:
-        diff = np.average(second, axis=1, weights=weights[1]) - np.average(first, axis=1, weights=weights[0])
-        return float(np.std(diff, ddof=1) / np.sqrt(len(diff)))
-    if coupled:
-        return float(diag.mcse((second[0] - first[0])[None, :]))
-    return float(np.hypot(diag.mcse(first), diag.mcse(second)))
+    return diag.window_difference(llc_trace, early, late, weights)
 
 
 def has_levelled(llc_trace: np.ndarray, rule: AutoBurnin,
@@ -196,23 +170,20 @@ def has_levelled(llc_trace: np.ndarray, rule: AutoBurnin,
     m1, m2, se = window_means(llc_trace, step_sizes)
     if not np.isfinite(m1 + m2):
         return False, m1, m2
-    tolerance = max(rule.rel * abs(m2), rule.z * (se if np.isfinite(se) else 0.0))
-    return abs(m2 - m1) <= tolerance, m1, m2
+    return diag.is_level(m1, m2, se, z=rule.z, rel=rule.rel), m1, m2
 
 
 def halving_difference(at_step: np.ndarray, at_half: np.ndarray) -> tuple[float, float, float]:
     """(D, se of D, λ̂ at ε/2) from coupled [chains, k] LLC traces run from one state at ε and at ε/2.
 
     D = mean λ̂(ε) - mean λ̂(ε/2) over the traces' second halves (the first half lets the stiff
-    directions relax to the new step). se from the spread of the per-chain differences; with one
-    chain, the MCSE of the difference trace. Chains non-finite in either trace are left out.
+    directions relax to the new step), :func:`slt.diagnostics.paired_difference`. Chains non-finite in
+    either trace are left out.
     """
     a, b = (np.asarray(x, np.float64)[:, x.shape[1] // 2:] for x in (at_step, at_half))
+    d, se = diag.paired_difference(a, b)
     keep = np.all(np.isfinite(a), axis=1) & np.all(np.isfinite(b), axis=1)
-    a, b = a[keep], b[keep]
-    if a.shape[0] == 0 or a.shape[1] < 2:
-        return float("nan"), float("nan"), float("nan")
-    return float(a.mean() - b.mean()), difference_se(b, a, coupled=True), float(b.mean())
+    return d, se, float(b[keep].mean()) if keep.any() and np.isfinite(d) else float("nan")
 
 
 def bias_check(run_chunk, state, steps: int, step_size: float, to_llc,

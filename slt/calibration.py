@@ -58,14 +58,14 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
 
 from slt import diagnostics as diag
 from slt import validation as check
+from slt.curvature import top_hessian_eigenvalue
 from slt.settings import validate_llc_inputs
 from slt.localization import resolve_localization
 from slt.store import jsonable
-from slt.losses import full_data_loss
+from slt.losses import initial_loss
 from slt.posterior import Hyperparameters
 from slt.samplers.base import get_sampler
 from slt.sampling import RunConfig, run_chains
@@ -298,39 +298,6 @@ def _as_list(name: str, value, default) -> list:
     return [value]
 
 
-# --------------------------------------------------------------------------- curvature
-
-
-def _top_eigenvalue(loss_fn, params, batch, key, iters):
-    flat, unravel = ravel_pytree(params)
-    grad = jax.grad(lambda f: loss_fn(unravel(f), batch))
-
-    def hvp(v):
-        return jax.jvp(grad, (flat,), (v,))[1]
-
-    v0 = jax.random.normal(key, flat.shape, flat.dtype)
-    v0 = v0 / jnp.linalg.norm(v0)
-
-    def body(_, v):
-        hv = hvp(v)
-        return hv / jnp.maximum(jnp.linalg.norm(hv), jnp.finfo(flat.dtype).tiny)
-
-    v = jax.lax.fori_loop(0, iters, body, v0)
-    return jnp.abs(jnp.vdot(v, hvp(v)))
-
-
-_top_eigenvalue_jit = jax.jit(_top_eigenvalue, static_argnames=("loss_fn", "iters"))
-
-
-def top_hessian_eigenvalue(loss_fn, params, batch, *, seed: int = 0, iters: int = 30) -> float:
-    """|largest eigenvalue| of ∇²L at ``params`` on ``batch`` by power iteration with Hessian-vector products."""
-    try:
-        value = _top_eigenvalue_jit(loss_fn, params, batch, jax.random.PRNGKey(seed), iters)
-    except TypeError:  # unhashable loss_fn: trace without the cache
-        value = jax.jit(lambda p, b, k: _top_eigenvalue(loss_fn, p, b, k, iters))(params, batch, jax.random.PRNGKey(seed))
-    return float(value)
-
-
 # --------------------------------------------------------------------------- measuring
 
 
@@ -347,7 +314,7 @@ def _measure(run, chains: np.ndarray, nbeta: float, burnin: int, init_loss: floa
         acceptance = None if acceptance is None else 0.0
     else:
         llc = float(np.mean(trace))
-        mcse = _standard_error(trace)
+        mcse = diag.standard_error(trace)
         levelled = bool(diag.levelled_off(trace)[0])
     return {
         "chains": int(len(chains)),
@@ -357,16 +324,6 @@ def _measure(run, chains: np.ndarray, nbeta: float, burnin: int, init_loss: floa
         "llc_mcse": mcse,
         "levelled": levelled,
     }
-
-
-def _standard_error(trace: np.ndarray) -> float:
-    """Standard error of the mean of a [chains, draws] trace: the larger of the ESS-based MCSE and sd(chain means)/√chains."""
-    se = diag.mcse(trace)
-    if trace.shape[0] > 1:
-        se = np.nanmax([se, np.std(trace.mean(axis=1), ddof=1) / math.sqrt(trace.shape[0])])
-    if not np.isfinite(se) and trace.size > 1:
-        se = float(np.std(trace) / math.sqrt(trace.size))
-    return float(se)
 
 
 def _acceptance_ok(row, target) -> bool:
@@ -456,9 +413,8 @@ def _halving_analysis(traces, rows, z, tolerance) -> dict:
     """
     diffs = []
     for k in range(2):
-        d = traces[k] - traces[k + 1]
-        finite = np.all(np.isfinite(d)) and not (rows[k]["diverged"] or rows[k + 1]["diverged"])
-        mean, se = (float(np.mean(d)), _standard_error(d)) if finite else (float("nan"), float("nan"))
+        finite = np.all(np.isfinite(traces[k] - traces[k + 1])) and not (rows[k]["diverged"] or rows[k + 1]["diverged"])
+        mean, se = diag.paired_difference(traces[k], traces[k + 1]) if finite else (float("nan"), float("nan"))
         half = rows[k + 1]
         rows[k].update(llc_half=half["llc"], halving_diff=mean, halving_se=se)
         if finite:
@@ -470,8 +426,8 @@ def _halving_analysis(traces, rows, z, tolerance) -> dict:
         sign = np.sign(d1)
         shrink = sign * ((traces[0] - traces[1]) - (traces[1] - traces[2]))  # D1 - D2 per draw
         excess = sign * ((traces[1] - traces[2]) - 0.5 * (traces[0] - traces[1]))  # D2 - D1/2 per draw
-        out["bias"] = bool(np.mean(shrink) > z * _standard_error(shrink))
-        out["slow"] = bool(np.mean(excess) > max(z, SLOW_Z) * _standard_error(excess))
+        out["bias"] = bool(np.mean(shrink) > z * diag.standard_error(shrink))
+        out["slow"] = bool(np.mean(excess) > max(z, SLOW_Z) * diag.standard_error(excess))
     return out
 
 
@@ -571,7 +527,7 @@ def calibrate(
     options = tuple(sorted((sampler_options or {}).items()))
     has_acceptance = get_sampler(sampler).ACCEPTANCE is not None
     if init_loss is None:
-        init_loss = full_data_loss(loss_fn, params, data)
+        init_loss = initial_loss(loss_fn, params, data)
     init_loss = float(init_loss)
     burnin = num_steps // 2
     messages: list[str] = []
@@ -899,3 +855,61 @@ def _pick_localization(rows: list[dict], tolerance: float, z: float, messages: l
             "(too small: the chain drifts out of the basin; too large: check the step)"
         )
     return pick["localization"]
+
+
+# --------------------------------------------------------------------------- one step for many checkpoints
+
+#: checkpoints calibrated by :func:`shared_step_size` by default: the first, the last and three between
+CALIBRATION_POINTS = 5
+
+
+def calibration_points(count: int, points: int = CALIBRATION_POINTS) -> list[int]:
+    """Indices of ``points`` checkpoints out of ``count``, evenly spaced in index, the first and last included.
+
+    The first checkpoint (near initialisation) and the last (the trained model) bracket the run, and the
+    ones between catch the stiffest middle: the curvature, and with it the largest stable step, changes
+    most while the model learns (the grokking MLP's λ̂ peaks mid-run).
+    """
+    if count <= points:
+        return list(range(count))
+    return sorted({int(round(i * (count - 1) / (points - 1))) for i in range(points)})
+
+
+@dataclass
+class SharedStep:
+    """One step size for a whole sequence of checkpoints (:func:`shared_step_size`)."""
+
+    step_size: float
+    chosen_at: Any  # the label of the checkpoint whose calibration gave it
+    calibrations: dict  # label -> Calibration
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable dict: the choice and every calibration's record (with its table)."""
+        return jsonable({"step_size": self.step_size, "chosen_at": self.chosen_at, "warnings": self.warnings,
+                         "calibrations": {str(k): c.to_dict() for k, c in self.calibrations.items()}})
+
+
+def shared_step_size(loss_fn, checkpoints: Sequence[tuple[Any, PyTree]], data, *, points: int = CALIBRATION_POINTS,
+                     warn: bool = True, **calibrate_kwargs) -> SharedStep:
+    """:func:`calibrate` at a few of the ``(label, params)`` checkpoints; ONE ε for all of them.
+
+    The checkpoints calibrated are :func:`calibration_points`. The step is the smallest of their healthy
+    recommendations, so that no checkpoint gets a step too large for it and values along a trajectory
+    are measured with the same ε (comparable: SGLD's bias depends on ε). When no calibration is healthy the
+    smallest recommendation is used, with a warning.
+    """
+    check.require(len(checkpoints) > 0, "no checkpoints to calibrate")
+    chosen = [checkpoints[i] for i in calibration_points(len(checkpoints), points)]
+    calibrations = {label: calibrate(loss_fn, params, data, warn=False, **calibrate_kwargs) for label, params in chosen}
+    healthy = {label: c for label, c in calibrations.items() if c._choice()["healthy"]}
+    pool = healthy or calibrations
+    label = min(pool, key=lambda k: pool[k].step_size)
+    messages = [f"checkpoint {k}: {m}" for k, c in calibrations.items() for m in c.warnings]
+    if not healthy:
+        messages.append(f"no calibrated checkpoint had a healthy step; using the smallest recommendation, "
+                        f"{pool[label].step_size:.3g} (checkpoint {label}): check the warnings of each calibration")
+    if warn:
+        for m in messages:
+            warnings.warn(m, diag.SLTWarning, stacklevel=2)
+    return SharedStep(float(pool[label].step_size), label, calibrations, messages)

@@ -57,7 +57,6 @@ from __future__ import annotations
 
 import math
 import sys
-import weakref
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
@@ -69,9 +68,10 @@ from slt import diagnostics as diag
 from slt import validation as check
 from slt.settings import validate_llc_inputs
 from slt.store import jsonable
-from slt.losses import full_data_loss
+from slt.losses import initial_loss
 from slt.posterior import Hyperparameters
-from slt.sampling import RunConfig, run_chains
+from slt.curvature import mean_hessian_eigenvalue, prior_curvature
+from slt.sampling import RunConfig, chain_keys, prng_impl, run_chains
 
 PyTree = Any
 
@@ -80,8 +80,6 @@ RULES = ("simpson", "trapezoid")
 DEFAULT_NUM_BETAS = 33
 DEFAULT_NBETA_MIN = 1e-3
 MAX_STEP_RATIO = 1e3
-CURVATURE_PROBES = 8
-CURVATURE_SUBSET = 4096
 
 
 @dataclass(frozen=True)
@@ -118,7 +116,8 @@ class FreeEnergyResult:
 
     ``expectations[k]`` is E_β[nL_n] at ``betas[k]`` (minibatch n·L_B is an
     unbiased estimate of it) with Monte Carlo standard error
-    ``expectation_stderr[k]``. ``stderr`` = √(sampling² + discretisation²).
+    ``expectation_stderr[k]``. ``stderr`` = √(sampling² + discretisation² + step_bias²), the last only
+    with ``bias_check`` (then ``value`` is F at ε/2 and ``step_bias`` = F(ε) - F(ε/2)).
     """
 
     value: float
@@ -137,6 +136,8 @@ class FreeEnergyResult:
     loss_trace: np.ndarray | None = None  # [betas, chains, draws] minibatch L_B
     diagnostics: dict = field(default_factory=dict)
     timing: dict = field(default_factory=dict)
+    step_bias: float | None = None  # F(ε) - F(ε/2) from coupled runs (bias_check): the bias left in the value, in stderr
+    step_bias_se: float | None = None
 
     @property
     def nbetas(self) -> np.ndarray:
@@ -169,6 +170,8 @@ class FreeEnergyResult:
             "init_loss": self.init_loss,
             "sampling_stderr": self.sampling_stderr,
             "discretisation_error": self.discretisation_error,
+            "step_bias": self.step_bias,
+            "step_bias_se": self.step_bias_se,
             "step_sizes": self.step_sizes,
             "config": self.config.to_dict(),
             "diagnostics": self.diagnostics,
@@ -184,7 +187,9 @@ class FreeEnergyResult:
         name = {"ti": "thermodynamic integration", "wbic": "WBIC"}[self.method]
         lines = [
             f"F = {self.value:.6g} ± {self.stderr:.2g} nats ({name}; sampling {self.sampling_stderr:.2g}, "
-            f"discretisation {self.discretisation_error:.2g})",
+            f"discretisation {self.discretisation_error:.2g}"
+            + ("" if self.step_bias is None else f", step-size bias F(ε) - F(ε/2) = {self.step_bias:.2g} ± {self.step_bias_se:.1g}")
+            + ")",
             f"    nL_n(params) = {self.num_examples * self.init_loss:.6g}, n = {self.num_examples}; prior: {self.prior['description']}",
             f"    {c.sampler}: ε = {c.step_size:g} at nβ = {c.reference_nbeta:.4g} ({c.step_scaling} scaling), "
             f"{len(self.betas)} β × {c.num_chains} chains × {c.num_draws} draws (+{c.num_burnin} burn-in), "
@@ -283,72 +288,6 @@ def integrate_ladder(betas, expectations, expectation_stderr, *, baseline: float
     }
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Curvature (Hutchinson), for step sizes and starting points
-
-_curvature_fns: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def _curvature_fn(f):
-    """jit of (params, args, key) -> tr(∇²f)/d estimated with Rademacher probes (Hutchinson 1990)."""
-    try:
-        cached = _curvature_fns.get(f)
-    except TypeError:
-        cached = None
-    if cached is not None:
-        return cached
-
-    def mean_curvature(params, args, key):
-        leaves, treedef = jax.tree.flatten(params)
-        d = sum(x.size for x in leaves)
-        grad = jax.grad(lambda p: f(p, *args))
-
-        def one(k):
-            keys = jax.random.split(k, len(leaves))
-            v = jax.tree.unflatten(
-                treedef, [jax.random.rademacher(kk, x.shape, x.dtype) for kk, x in zip(keys, leaves)]
-            )
-            hv = jax.jvp(grad, (params,), (v,))[1]
-            return sum(jnp.sum(a * b) for a, b in zip(jax.tree.leaves(v), jax.tree.leaves(hv)))
-
-        return jnp.mean(jax.vmap(one)(jax.random.split(key, CURVATURE_PROBES))) / d
-
-    fn = jax.jit(mean_curvature)
-    try:
-        _curvature_fns[f] = fn
-    except TypeError:
-        pass
-    return fn
-
-
-def _loss_curvature(loss_fn, params, data, seed: int) -> float:
-    n = jax.tree.leaves(data)[0].shape[0]
-    if n > CURVATURE_SUBSET:
-        idx = np.random.default_rng(seed).choice(n, CURVATURE_SUBSET, replace=False)
-        data = jax.tree.map(lambda x: jnp.asarray(x)[idx], data)
-    value = float(_curvature_fn(loss_fn)(params, (data,), jax.random.PRNGKey(seed)))
-    return max(value, 0.0) if math.isfinite(value) else 0.0
-
-
-def _prior_curvature(log_prior, params, seed: int) -> float:
-    neg = _negated(log_prior)
-    value = float(_curvature_fn(neg)(params, (), jax.random.PRNGKey(seed)))
-    return max(value, 0.0) if math.isfinite(value) else 0.0
-
-
-_negated_cache: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def _negated(log_prior):
-    try:
-        fn = _negated_cache.get(log_prior)
-    except TypeError:
-        return lambda p: -log_prior(p)
-    if fn is None:
-        fn = _negated_cache[log_prior] = lambda p: -log_prior(p)
-    return fn
-
-
 INIT_SUBSET = 1024
 INIT_HALVINGS = 32
 
@@ -434,7 +373,10 @@ def _validate(loss_fn, params, data, *, method, log_prior, step_size, localizati
     n = check.data_size(data)
     check.require(n >= 2, f"free energies need n ≥ 2 examples (β = 1/log n), got n={n}")
     per_beta_steps = None
-    if not np.isscalar(step_size) and not (hasattr(step_size, "shape") and np.shape(step_size) == ()):
+    if isinstance(step_size, str):
+        check.require(step_size == "auto", f'step_size must be a number, one per β, or "auto"; got {step_size!r}')
+        reference_step = 1.0  # a placeholder while the rest is checked: the calibration chooses it
+    elif not np.isscalar(step_size) and not (hasattr(step_size, "shape") and np.shape(step_size) == ()):
         per_beta_steps = np.asarray(step_size, np.float64)
         check.require(per_beta_steps.ndim == 1 and np.all(np.isfinite(per_beta_steps)) and np.all(per_beta_steps > 0),
                       "step_size must be a positive number or a 1-D sequence of positive numbers, one per β")
@@ -450,14 +392,53 @@ def _validate(loss_fn, params, data, *, method, log_prior, step_size, localizati
         check.require(float(localization) > 0,
                       "localization must be > 0 without a log_prior: the prior N(params, I/γ) must be proper")
     else:
-        try:
-            lp = log_prior(params)
-        except Exception as err:
-            raise check.SLTInputError(f"log_prior(params) failed: {type(err).__name__}: {err}") from err
-        check.require(np.shape(lp) == (), f"log_prior must return a scalar log density, got shape {np.shape(lp)}")
-        check.require(bool(np.isfinite(np.asarray(lp))),
-                      f"log_prior(params) = {float(lp)}; start from a point inside the prior's support")
+        check_prior(log_prior, params)
+    ladder = _ladder(n, method=method, betas=betas, num_betas=num_betas, nbeta_min=nbeta_min, rule=rule)
+    if per_beta_steps is not None:
+        check.require(len(per_beta_steps) == len(ladder),
+                      f"step_size has {len(per_beta_steps)} values but there are {len(ladder)} β; give one per β or a number")
+    return n, batch, ref_nbeta, ladder, per_beta_steps
 
+
+#: distances (in units of 1 + the rms weight) at which a proper prior must have decayed
+PRIOR_PROBE_SCALES = (10.0, 100.0, 1e3, 1e4)
+
+
+def check_prior(log_prior, params) -> None:
+    """A scalar, finite log density at ``params`` that decays away from it (else the prior is improper and F undefined).
+
+    Probed along one random direction at 10…10⁴ × (1 + rms weight): a proper density must fall below
+    log φ(params) - 1 somewhere; a flat (improper) one never does.
+    """
+    try:
+        lp = log_prior(params)
+    except Exception as err:
+        raise check.SLTInputError(f"log_prior(params) failed: {type(err).__name__}: {err}") from err
+    check.require(np.shape(lp) == (), f"log_prior must return a scalar log density, got shape {np.shape(lp)}")
+    lp = float(lp)
+    check.require(math.isfinite(lp), f"log_prior(params) = {lp}; start from a point inside the prior's support")
+    leaves, treedef = jax.tree.flatten(params)
+    rng = np.random.default_rng(0)
+    direction = [rng.standard_normal(np.shape(x)) for x in leaves]
+    rms = math.sqrt(sum(float(np.sum(np.square(np.asarray(x, np.float64)))) for x in leaves)
+                    / max(1, sum(np.size(x) for x in leaves)))
+    far = []
+    for scale in PRIOR_PROBE_SCALES:
+        moved = [np.asarray(x) + (scale * (1 + rms) * u).astype(np.asarray(x).dtype) for x, u in zip(leaves, direction)]
+        value = float(log_prior(jax.tree.unflatten(treedef, moved)))
+        far.append(value)
+        if not math.isfinite(value) or value < lp - 1.0:
+            return
+    raise check.SLTInputError(
+        f"log_prior does not decay away from params (log φ = {lp:.4g} there, {far[-1]:.4g} at distance "
+        f"{PRIOR_PROBE_SCALES[-1]:g}×(1 + rms weight)): an improper (e.g. flat) prior has no normalising constant, so the "
+        "free energy is undefined; pass a normalised proper prior, or log_prior=None for the local free energy "
+        "under N(params, I/γ)"
+    )
+
+
+def _ladder(n: int, *, method, betas, num_betas, nbeta_min, rule) -> np.ndarray:
+    """The β ladder: 1/log n for WBIC, the given ``betas``, or ``num_betas`` geometric values from nbeta_min/n to 1."""
     if method == "wbic":
         ladder = np.array([1.0 / math.log(n)])
         check.require(betas is None, "betas is for method='ti'; WBIC uses β = 1/log n")
@@ -482,10 +463,7 @@ def _validate(loss_fn, params, data, *, method, log_prior, step_size, localizati
                           f"rule='simpson' needs num_betas = 4j+1 (Simpson on every other node estimates the "
                           f"error), got {k}; try {4 * max(1, round((k - 1) / 4)) + 1}")
         ladder = geometric_ladder(n, k, nbeta_min)
-    if per_beta_steps is not None:
-        check.require(len(per_beta_steps) == len(ladder),
-                      f"step_size has {len(per_beta_steps)} values but there are {len(ladder)} β; give one per β or a number")
-    return n, batch, ref_nbeta, ladder, per_beta_steps
+    return ladder
 
 
 def free_energy(
@@ -495,7 +473,7 @@ def free_energy(
     *,
     method: str = "ti",
     log_prior: Callable[[PyTree], Any] | None = None,
-    step_size: float | Iterable[float],
+    step_size: float | Iterable[float] | str,
     localization: float = 1.0,
     num_chains: int = 4,
     num_draws: int = 500,
@@ -513,6 +491,7 @@ def free_energy(
     init_loss: float | None = None,
     keep_traces: bool = True,
     progress: bool | None = None,
+    bias_check: bool | None = None,
 ) -> FreeEnergyResult:
     """Bayes free energy F_n = -log ∫ exp(-nL_n(w)) φ(w) dw in nats.
 
@@ -528,9 +507,12 @@ def free_energy(
       params: the point w*; the centre of the default prior and where chains start.
       data: pytree of arrays with leading axis n.
       log_prior: normalised, proper log density log φ(w); None = local free energy
-        with φ = N(params, I/γ), γ = ``localization``.
+        with φ = N(params, I/γ), γ = ``localization``. A prior that does not
+        decay away from params (improper, e.g. flat) is refused.
       step_size: ε at the reference nβ = n/log n (the LLC temperature), scaled per
-        β (``step_scaling="curvature"``), or one ε per β (sequence, used as is).
+        β (``step_scaling="curvature"``), one ε per β (sequence, used as is), or
+        "auto": :func:`slt.calibrate` at the reference temperature chooses it
+        (recorded in ``diagnostics["calibration"]``).
       num_chains: chains per β (all β × chains run as one compiled program).
       num_draws, num_burnin: draws kept and discarded per chain.
       batch_size: minibatch (None = full batch; ``sampler="mala"`` needs full batch).
@@ -539,6 +521,11 @@ def free_energy(
         ``num_betas`` geometric values from nbeta_min/n to 1.
       rule: "simpson" (default) or "trapezoid", in s = log β.
       init_loss: L_n(params) if known (full data otherwise).
+      bias_check: also run every rung at ε/2 with the same noise and minibatches
+        (one program, twice the chains). SGLD's bias is O(ε), so the coupled
+        difference D = F(ε) - F(ε/2) measures the step-size bias of F(ε/2),
+        which is then the value, with |D| in its stated error (``step_bias``).
+        Default: on with ``step_size="auto"``, off otherwise (MALA is exact: off).
 
     Returns:
       :class:`FreeEnergyResult` (``value``, ``stderr``, per-β ``expectations``).
@@ -549,6 +536,14 @@ def free_energy(
         betas=betas, num_betas=num_betas, nbeta_min=nbeta_min, rule=rule, step_scaling=step_scaling,
         sampler_options=sampler_options,
     )
+    h, h0 = _curvatures(loss_fn, log_prior, params, data, localization, seed)
+    calibration = None
+    if isinstance(step_size, str):
+        calibration = _calibrate_reference(loss_fn, params, data, localization=localization if log_prior is None
+                                           else max(h0, 1e-12), batch_size=batch_size, sampler=sampler, seed=seed,
+                                           sampler_options=sampler_options, init_loss=init_loss)
+        step_size, init_loss = calibration.step_size, calibration.init_loss
+    coupled = (calibration is not None if bias_check is None else bool(bias_check)) and sampler != "mala"
     K, C = len(ladder), int(num_chains)
     ref_step = float(per_beta_steps[-1]) if per_beta_steps is not None else float(step_size)
     config = FreeEnergyConfig(
@@ -559,123 +554,225 @@ def free_energy(
         step_scaling="per-beta" if per_beta_steps is not None else step_scaling,
         sampler_options=tuple(sorted((sampler_options or {}).items())),
     )
-    if init_loss is None:
-        init_loss = full_data_loss(loss_fn, params, data)
-    init_loss = float(init_loss)
-    check.require(math.isfinite(init_loss), f"L_n(params) = {init_loss}; the loss must be finite at params")
-
-    # curvature scales: mean Hessian eigenvalue of L_n (h) and of the prior energy (h0)
-    h = _loss_curvature(loss_fn, params, data, seed)
-    h0 = float(localization) if log_prior is None else _prior_curvature(log_prior, params, seed)
+    init_loss = _initial_loss(loss_fn, params, data, init_loss)
     nbetas = n * ladder
-    if per_beta_steps is not None:
-        steps = per_beta_steps
-    elif step_scaling == "curvature":
-        ratio = (ref_nbeta * h + h0) / np.maximum(nbetas * h + h0, 1e-300)
-        steps = ref_step * np.clip(ratio, 0.0, MAX_STEP_RATIO)
-        steps = np.where(np.isfinite(steps) & (steps > 0), steps, ref_step)
-    else:
-        steps = np.full(K, ref_step)
-
-    # starting points: params + s·σ₀·ξ with the largest s = 2^-j keeping the energy rise ≤ d (see _starting_points)
-    init_key = jax.random.fold_in(jax.random.PRNGKey(seed), 0x5EED)  # the run itself uses the int seed
-    prior_sd = 1.0 / math.sqrt(h0) if h0 > 0 else 0.0
+    steps = rung_steps(ref_step, ref_nbeta, nbetas, h, h0, per_beta_steps=per_beta_steps, scaling=step_scaling)
     init_positions, init_scales = _starting_points(
-        loss_fn, log_prior, params, _subset(data, seed), np.repeat(nbetas, C), float(localization), prior_sd, init_key
+        loss_fn, log_prior, params, _subset(data, seed), np.repeat(nbetas, C), float(localization),
+        1.0 / math.sqrt(h0) if h0 > 0 else 0.0,
+        jax.random.fold_in(jax.random.PRNGKey(seed), 0x5EED),  # the run itself uses the int seed
     )
-
-    total_steps = config.num_burnin + config.num_draws
-    if progress is None:
-        progress = sys.stderr.isatty() and total_steps * K * C >= 200_000
-    run_config = RunConfig(
-        sampler=sampler, num_chains=K * C, num_steps=total_steps, batch_size=batch,
-        sampler_options=config.sampler_options,
-        acceptance_every=max(1, total_steps // acceptance_checks) if acceptance_checks else 0,
-        progress_every=max(1, total_steps // 100) if progress else 0,
-    )
-    hyper = Hyperparameters(
-        step_size=np.repeat(steps, C), nbeta=np.repeat(nbetas, C), localization=np.full(K * C, float(localization))
-    )
-    run = run_chains(loss_fn, params, data, hyper, config=run_config, seed=int(seed), init_positions=init_positions,
-                     log_prior=log_prior, progress_desc=f"free energy ({method})")
-
-    traces = run.loss_trace[:, config.num_burnin:].reshape(K, C, -1)
-    nl = n * traces.astype(np.float64)
-    divergent = run.divergent_step.reshape(K, C)
-    acc_mask = run.acceptance_steps >= config.num_burnin
-    acc = run.acceptance[:, acc_mask].reshape(K, C, -1) if run.acceptance.size else None
-
-    expect = np.full(K, np.nan)
-    expect_se = np.full(K, np.nan)
-    variances = np.full(K, np.nan)
-    per_beta = []
-    messages = []
-    for k in range(K):
-        healthy = (divergent[k] < 0) & np.all(np.isfinite(nl[k]), axis=1)
-        good = nl[k][healthy]
-        entry = {"beta": float(ladder[k]), "nbeta": float(nbetas[k]), "step_size": float(steps[k]),
-                 "healthy_chains": int(healthy.sum())}
-        if healthy.sum() == 0:
-            messages.append(f"every chain at β = {ladder[k]:.3g} diverged: no estimate; reduce step_size")
-            per_beta.append(entry)
-            continue
-        expect[k] = float(good.mean())
-        variances[k] = float(good.var(ddof=1)) if good.size > 1 else 0.0
-        se = diag.mcse(good)
-        if not np.isfinite(se):
-            se = float(np.sqrt(variances[k] / good.size))
-        expect_se[k] = se
-        entry.update(ess=diag.ess(good), rhat=diag.rhat(good))
-        if acc is not None and acc.size:
-            a = acc[k][healthy]
-            entry["acceptance"] = float(np.nanmean(a)) if np.isfinite(a).any() else None
-        per_beta.append(entry)
-        if healthy.sum() < C:
-            messages.append(f"{C - int(healthy.sum())} chain(s) at β = {ladder[k]:.3g} diverged and are excluded; "
-                            f"try a smaller step_size (ε there was {steps[k]:.3g})")
-        if np.isfinite(entry["rhat"]) and entry["rhat"] > diag.RHAT_HIGH:
-            messages.append(f"split R-hat {entry['rhat']:.2f} at β = {ladder[k]:.3g}: chains disagree; "
-                            "increase num_burnin/num_draws")
-        if entry.get("acceptance") is not None and entry["acceptance"] < diag.ACCEPTANCE_LOW:
-            messages.append(f"acceptance {entry['acceptance']:.2f} at β = {ladder[k]:.3g} (ε = {steps[k]:.3g}): "
-                            "step too large there; reduce step_size")
-        ok, m1, m2 = diag.levelled_off(good)
-        if not ok:
-            messages.append(f"E_β[nL] still drifting at β = {ladder[k]:.3g} ({m1:.5g} → {m2:.5g} over the draws); "
-                            "increase num_burnin")
-
-    if method == "wbic":
-        value, sampling, disc = float(expect[0]), float(expect_se[0]), 0.0
-        quad = {}
-    elif np.all(np.isfinite(expect)):
-        quad = integrate_ladder(ladder, expect, expect_se, rule=rule, tail_variance=variances[0])
-        value, sampling, disc = quad["value"], quad["sampling_stderr"], quad["discretisation_error"]
-    else:
-        value = sampling = disc = float("nan")
-        quad = {}
-    if method == "ti" and np.isfinite(disc) and np.isfinite(sampling) and disc > max(sampling, 0.1):
-        messages.append(f"discretisation error {disc:.3g} nats exceeds the sampling error {sampling:.3g}: "
-                        "use more β (num_betas) or a smaller nbeta_min")
-
-    prior = _describe_prior(log_prior, localization, h0)
+    run = _sample_ladder(loss_fn, log_prior, params, data, config, steps, nbetas, init_positions, coupled=coupled,
+                         acceptance_checks=acceptance_checks, progress=progress)
+    d = sum(int(np.size(x)) for x in jax.tree.leaves(params))
+    rungs = _rung_estimates(run, config, ladder, steps, init_loss, d, part=0)
+    estimate = _integrate(method, ladder, rungs, rule)
+    messages = list(rungs.messages) + estimate.messages
+    bias = None
+    if coupled:
+        half_rungs = _rung_estimates(run, config, ladder, steps / 2, init_loss, d, part=1)
+        half = _integrate(method, ladder, half_rungs, rule)
+        bias = _step_bias(rungs, half_rungs, estimate, half, n)
+        messages += [m for m in half_rungs.messages + half.messages if m not in messages] + bias.messages
+        rungs, estimate = half_rungs, half
     diagnostics = {
-        "per_beta": per_beta,
+        "per_beta": rungs.per_beta,
         "loss_curvature": h,
         "init_scales": init_scales.reshape(K, C),
         "prior_curvature": h0,
         "warnings": messages,
+        **estimate.diagnostics,
     }
-    if quad:
-        diagnostics.update(tail=quad["tail"], tail_correction=quad["tail_correction"],
-                           richardson_error=quad["richardson_error"], weights=quad["weights"])
+    if bias is not None:
+        diagnostics["step_bias_check"] = bias.record
+    if calibration is not None:
+        diagnostics["calibration"] = calibration.to_dict()
     diag.emit(messages)
+    bias_term = 0.0 if bias is None or not np.isfinite(bias.difference) else abs(bias.difference)
     return FreeEnergyResult(
-        value=float(value), stderr=float(math.hypot(sampling, disc)), method=method, betas=ladder,
-        expectations=expect, expectation_stderr=expect_se, prior=prior, num_examples=n, init_loss=init_loss,
-        sampling_stderr=float(sampling), discretisation_error=float(disc), step_sizes=np.asarray(steps),
-        config=config, loss_trace=traces if keep_traces else None, diagnostics=diagnostics,
+        value=float(estimate.value),
+        stderr=float(np.sqrt(estimate.sampling ** 2 + estimate.discretisation ** 2 + bias_term ** 2)),
+        method=method, betas=ladder, expectations=rungs.expect, expectation_stderr=rungs.expect_se,
+        prior=_describe_prior(log_prior, localization, h0), num_examples=n, init_loss=init_loss,
+        sampling_stderr=float(estimate.sampling), discretisation_error=float(estimate.discretisation),
+        step_sizes=np.asarray(steps / 2 if coupled else steps), config=config,
+        loss_trace=rungs.traces if keep_traces else None, diagnostics=diagnostics,
         timing={"compile_seconds": run.compile_seconds, "sample_seconds": run.sample_seconds},
+        step_bias=None if bias is None else float(bias.difference),
+        step_bias_se=None if bias is None else float(bias.se),
     )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The stages of free_energy
+
+
+def _curvatures(loss_fn, log_prior, params, data, localization, seed) -> tuple[float, float]:
+    """(h, h₀): mean Hessian eigenvalue of L_n and of the prior energy at params (Hutchinson)."""
+    h = mean_hessian_eigenvalue(loss_fn, params, data, seed=seed)
+    h0 = float(localization) if log_prior is None else prior_curvature(log_prior, params, seed=seed)
+    return h, h0
+
+
+def _calibrate_reference(loss_fn, params, data, **kwargs):
+    """:func:`slt.calibrate` at the reference temperature nβ = n/log n, where ``step_size`` is defined."""
+    from slt.calibration import calibrate
+
+    return calibrate(loss_fn, params, data, **kwargs)
+
+
+def _initial_loss(loss_fn, params, data, init_loss) -> float:
+    """L_n(params) on the full data (or the given value); refused when it is not finite."""
+    return initial_loss(loss_fn, params, data, init_loss)
+
+
+def rung_steps(ref_step: float, ref_nbeta: float, nbetas: np.ndarray, h: float, h0: float, *,
+               per_beta_steps=None, scaling: str = "curvature") -> np.ndarray:
+    """ε_β = ε·(h·nβ_ref + h₀)/(h·nβ + h₀), capped at MAX_STEP_RATIO·ε (module docstring), or the given ones."""
+    if per_beta_steps is not None:
+        return np.asarray(per_beta_steps, np.float64)
+    if scaling != "curvature":
+        return np.full(len(nbetas), ref_step)
+    ratio = (ref_nbeta * h + h0) / np.maximum(nbetas * h + h0, 1e-300)
+    steps = ref_step * np.clip(ratio, 0.0, MAX_STEP_RATIO)
+    return np.where(np.isfinite(steps) & (steps > 0), steps, ref_step)
+
+
+def _sample_ladder(loss_fn, log_prior, params, data, config: FreeEnergyConfig, steps, nbetas, init_positions, *,
+                   coupled: bool, acceptance_checks: int, progress):
+    """Every β × chain in one program; ``coupled``: a second copy of every chain at ε/2 with the same keys."""
+    K, C = config.num_betas, config.num_chains
+    copies = 2 if coupled else 1
+    total_steps = config.num_burnin + config.num_draws
+    if progress is None:
+        progress = sys.stderr.isatty() and total_steps * K * C * copies >= 200_000
+    run_config = RunConfig(
+        sampler=config.sampler, num_chains=copies * K * C, num_steps=total_steps, batch_size=config.batch_size,
+        sampler_options=config.sampler_options,
+        acceptance_every=max(1, total_steps // acceptance_checks) if acceptance_checks else 0,
+        progress_every=max(1, total_steps // 100) if progress else 0,
+    )
+    chain_steps = np.concatenate([np.repeat(steps, C) / 2**c for c in range(copies)])
+    hyper = Hyperparameters(step_size=chain_steps, nbeta=np.tile(np.repeat(nbetas, C), copies),
+                            localization=np.full(copies * K * C, config.localization))
+    keys = np.tile(chain_keys(config.seed, K * C, prng_impl(run_config)), (copies, 1))
+    if init_positions is not None and copies > 1:
+        init_positions = jax.tree.map(lambda x: jnp.concatenate([x] * copies), init_positions)
+    return run_chains(loss_fn, params, data, hyper, config=run_config, chain_keys=keys, init_positions=init_positions,
+                      log_prior=log_prior, progress_desc=f"free energy ({config.method})")
+
+
+@dataclass
+class _Rungs:
+    """Per-β estimates of E_β[nL_n] from one copy of the ladder's chains."""
+
+    expect: np.ndarray  # [K]
+    expect_se: np.ndarray  # [K]
+    variances: np.ndarray  # [K] Var_β(nL) (the tail's Taylor term)
+    per_beta: list
+    messages: list
+    traces: np.ndarray  # [K, C, draws] minibatch L_B
+    healthy: np.ndarray  # [K, C]
+
+
+def _rung_estimates(run, config: FreeEnergyConfig, ladder, steps, init_loss: float, num_params: int,
+                    *, part: int) -> _Rungs:
+    """E_β[nL_n] ± MCSE at each β from copy ``part`` of the run's chains, failed chains left out and named
+    (:func:`slt.diagnostics.failed_chains`, with the same per-chain checks as an LLC estimate)."""
+    K, C, n = config.num_betas, config.num_chains, config.num_examples
+    chains = slice(part * K * C, (part + 1) * K * C)
+    every_step = run.loss_trace[chains].astype(np.float64).reshape(K, C, -1)
+    divergent = run.divergent_step[chains].reshape(K, C)
+    acc_mask = run.acceptance_steps >= config.num_burnin
+    acc = run.acceptance[chains][:, acc_mask].reshape(K, C, -1) if run.acceptance.size else None
+    traces = every_step[:, :, config.num_burnin:]
+    out = _Rungs(np.full(K, np.nan), np.full(K, np.nan), np.full(K, np.nan), [], [], traces.astype(np.float32),
+                 np.zeros((K, C), bool))
+    for k in range(K):
+        t = n * ladder[k]
+        exploded = diag.explosion_steps(t * (every_step[k] - init_loss), num_params, t * abs(init_loss))
+        failed = diag.failed_chains(divergent[k], exploded, float(steps[k]))
+        healthy = np.ones(C, bool)
+        healthy[[f["chain"] for f in failed]] = False
+        out.healthy[k] = healthy
+        good = n * traces[k][healthy]
+        entry = {"beta": float(ladder[k]), "nbeta": float(t), "step_size": float(steps[k]),
+                 "healthy_chains": int(healthy.sum())}
+        acceptance = None
+        if good.size:
+            out.expect[k] = float(good.mean())
+            out.variances[k] = float(good.var(ddof=1)) if good.size > 1 else 0.0
+            se = diag.mcse(good)
+            out.expect_se[k] = se if np.isfinite(se) else float(np.sqrt(out.variances[k] / good.size))
+            entry.update(ess=diag.ess(good), rhat=diag.rhat(good))
+            if acc is not None and acc.size:
+                a = acc[k][healthy]
+                acceptance = entry["acceptance"] = float(np.nanmean(a)) if np.isfinite(a).any() else None
+        out.per_beta.append(entry)
+        out.messages += diag.chain_messages(
+            failed=failed, num_chains=C, chain_means=good.mean(axis=1) if good.size else np.array([]),
+            rhat_value=entry.get("rhat", float("nan")), acceptance=acceptance,
+            levelled=diag.levelled_off(good) if good.size else (True, np.nan, np.nan), where=f" at β = {ladder[k]:.3g}",
+            step_size=float(steps[k]),
+        )
+    return out
+
+
+@dataclass
+class _Integral:
+    value: float
+    sampling: float
+    discretisation: float
+    weights: np.ndarray | None
+    diagnostics: dict
+    messages: list
+
+
+def _integrate(method: str, ladder, rungs: _Rungs, rule: str) -> _Integral:
+    """F from the per-β expectations: E at β = 1/log n (WBIC), or the TI quadrature (:func:`integrate_ladder`)."""
+    if method == "wbic":
+        return _Integral(float(rungs.expect[0]), float(rungs.expect_se[0]), 0.0, np.ones(1), {}, [])
+    if not np.all(np.isfinite(rungs.expect)):
+        return _Integral(float("nan"), float("nan"), float("nan"), None, {}, [])
+    quad = integrate_ladder(ladder, rungs.expect, rungs.expect_se, rule=rule, tail_variance=rungs.variances[0])
+    messages = []
+    sampling, disc = quad["sampling_stderr"], quad["discretisation_error"]
+    if np.isfinite(disc) and np.isfinite(sampling) and disc > max(sampling, 0.1):
+        messages.append(f"discretisation error {disc:.3g} nats exceeds the sampling error {sampling:.3g}: "
+                        "use more β (num_betas) or a smaller nbeta_min")
+    extra = {key: quad[key] for key in ("tail", "tail_correction", "richardson_error", "weights")}
+    return _Integral(quad["value"], sampling, disc, quad["weights"], extra, messages)
+
+
+@dataclass
+class _StepBias:
+    difference: float  # F(ε) - F(ε/2): the O(ε) step-size bias of F(ε/2)
+    se: float
+    record: dict
+    messages: list
+
+
+def _step_bias(full: _Rungs, half: _Rungs, at_step: _Integral, at_half: _Integral, n: int) -> _StepBias:
+    """D = F(ε) - F(ε/2) from the coupled copies, its standard error through the quadrature weights.
+
+    Per β, :func:`slt.diagnostics.paired_difference` of n·L_B between the two copies' chains (healthy in
+    both); SGLD's bias is O(ε), so D estimates the bias left in F(ε/2).
+    """
+    variance = 0.0
+    for k in range(len(full.expect)):
+        keep = full.healthy[k] & half.healthy[k]
+        _, se = diag.paired_difference(n * full.traces[k][keep].astype(np.float64),
+                                       n * half.traces[k][keep].astype(np.float64))
+        if at_half.weights is not None:
+            variance += (at_half.weights[k] * se) ** 2
+    difference = float(at_step.value - at_half.value)
+    se = float(np.sqrt(variance)) if at_half.weights is not None else float("nan")
+    record = {"value_at_step": at_step.value, "value_at_half_step": at_half.value, "difference": difference, "se": se}
+    messages = []
+    if not np.isfinite(difference):
+        messages.append("the step-size bias of F could not be bounded: the ε and ε/2 runs did not both give a value "
+                        "(diverged rungs); reduce step_size")
+    return _StepBias(difference, se, record, messages)
 
 
 def _describe_prior(log_prior, localization, curvature) -> dict:
@@ -701,6 +798,7 @@ class FreeEnergyTrajectory:
 
     labels: list
     results: list[FreeEnergyResult]
+    calibration: dict | None = None  # step_size="auto": the shared step and each calibration (SharedStep.to_dict)
 
     @property
     def values(self) -> np.ndarray:
@@ -713,7 +811,7 @@ class FreeEnergyTrajectory:
     def to_dict(self) -> dict:
         """JSON-serialisable dict (NaN becomes None)."""
         return jsonable({"labels": list(self.labels), "values": self.values, "stderrs": self.stderrs,
-                          "results": [r.to_dict() for r in self.results]})
+                          "results": [r.to_dict() for r in self.results], "calibration": self.calibration})
 
 
 def free_energy_trajectory(loss_fn, checkpoints: Mapping | Iterable, data: PyTree, **kwargs) -> FreeEnergyTrajectory:
@@ -723,7 +821,10 @@ def free_energy_trajectory(loss_fn, checkpoints: Mapping | Iterable, data: PyTre
     pairs, or a sequence of params (labelled 0, 1, ...). All must share one
     pytree structure and shapes so the program compiles once; every checkpoint
     uses the same seed (common random numbers make differences of F more
-    precise than the values).
+    precise than the values). ``step_size="auto"``: one ε for every checkpoint,
+    the smallest healthy one of :func:`slt.calibration.shared_step_size` (first,
+    last and some checkpoints between), with the coupled ε/2 bias check on
+    (recorded in ``FreeEnergyTrajectory.calibration``).
     """
     if isinstance(checkpoints, Mapping):
         items = list(checkpoints.items())
@@ -738,8 +839,18 @@ def free_energy_trajectory(loss_fn, checkpoints: Mapping | Iterable, data: PyTre
     for label, p in items:
         check.require(jax.tree.structure(p) == structure,
                       f"checkpoint {label!r} has a different pytree structure from the first; all must match")
+    shared = None
+    if isinstance(kwargs.get("step_size"), str):
+        check.require(kwargs["step_size"] == "auto", f'step_size must be a number or "auto", got {kwargs["step_size"]!r}')
+        from slt.calibration import shared_step_size
+
+        calibrate_kwargs = {k: kwargs[k] for k in ("batch_size", "sampler", "seed", "sampler_options") if k in kwargs}
+        if kwargs.get("log_prior") is None and "localization" in kwargs:
+            calibrate_kwargs["localization"] = kwargs["localization"]
+        shared = shared_step_size(loss_fn, items, data, **calibrate_kwargs)
+        kwargs = {**kwargs, "step_size": shared.step_size, "bias_check": kwargs.get("bias_check", True)}
     results = [free_energy(loss_fn, p, data, **kwargs) for _, p in items]
-    return FreeEnergyTrajectory([label for label, _ in items], results)
+    return FreeEnergyTrajectory([label for label, _ in items], results, shared.to_dict() if shared else None)
 
 
 __all__ = [

@@ -12,13 +12,14 @@ import sys
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
+import jax
 import numpy as np
 
 from slt import diagnostics as diag
 from slt import validation as check
 from slt.burnin import AutoBurnin, burn_in, burnin_warnings, merge_runs
 from slt.localization import resolve_localization
-from slt.losses import full_data_loss
+from slt.losses import initial_loss
 from slt.posterior import Hyperparameters
 from slt.samplers.base import get_sampler
 from slt.settings import LLCConfig, run_config, validate_llc_inputs
@@ -45,6 +46,7 @@ class LLCResult:
     config: LLCConfig
     diagnostics: dict = field(default_factory=dict)
     timing: dict = field(default_factory=dict)
+    num_params: int | None = None  # d: the coordinates the chains moved (the free ones under a restriction)
 
     @property
     def llc_trace(self) -> np.ndarray:
@@ -62,6 +64,7 @@ class LLCResult:
             "config": self.config.to_dict(),
             "diagnostics": self.diagnostics,
             "timing": self.timing,
+            "num_params": self.num_params,
         }
         if traces:
             out["loss_trace"] = self.loss_trace
@@ -94,33 +97,35 @@ class LLCResult:
         return f"LLCResult(llc_mean={self.llc_mean:.4g}, llc_std={self.llc_std:.3g}, sampler={self.config.sampler!r}, chains={len(self.llc_per_chain)})"
 
 
-def llc_from_run(run: SamplingResult, init_loss: float, config: LLCConfig) -> LLCResult:
-    """Turn the loss traces of a run into an LLC estimate with diagnostics (excluding failed chains)."""
-    draws = run.loss_trace[:, config.num_burnin :: config.steps_between_draws][:, : config.num_draws]
+def num_parameters(params: PyTree) -> int:
+    """d, the number of parameters (coordinates) of a pytree."""
+    return int(sum(np.size(x) for x in jax.tree.leaves(params)))
+
+
+def llc_from_run(run: SamplingResult, init_loss: float, config: LLCConfig, *, num_params: int) -> LLCResult:
+    """Turn the loss traces of a run into an LLC estimate with diagnostics (excluding failed chains).
+
+    ``num_params``: d, the number of coordinates the chains move (the free ones under a restriction),
+    the scale of a plausible λ̂ (:func:`slt.diagnostics.explosion_steps`).
+    """
     nbeta = config.nbeta
-    llc_trace = nbeta * (draws.astype(np.float64) - init_loss)
-    divergences = diag.divergence_report(run.divergent_step, config.step_size)
+    every_step = nbeta * (run.loss_trace.astype(np.float64) - init_loss)
+    exploded = diag.explosion_steps(every_step, num_params, nbeta * abs(init_loss))
+    failed = diag.failed_chains(run.divergent_step, exploded, config.step_size)
     healthy = np.ones(config.num_chains, bool)
-    healthy[[d["chain"] for d in divergences]] = False
+    healthy[[f["chain"] for f in failed]] = False
+    llc_trace = every_step[:, config.num_burnin :: config.steps_between_draws][:, : config.num_draws]
+    draws = run.loss_trace[:, config.num_burnin :: config.steps_between_draws][:, : config.num_draws]
     per_chain = np.where(healthy, llc_trace.mean(axis=1) if llc_trace.size else np.nan, np.nan)
     good = llc_trace[healthy]
-    messages = []
-    if healthy.any():
-        llc_mean = float(np.mean(per_chain[healthy]))
-        llc_std = float(np.std(per_chain[healthy], ddof=1)) if healthy.sum() > 1 else float("nan")
-    else:
-        llc_mean = llc_std = float("nan")
-    for d in divergences:
-        messages.append(f"chain {d['chain']} diverged at step {d['step']} and is excluded from the mean; {d['suggestion']}")
-    if not healthy.any():
-        messages.append("every chain diverged: no estimate; reduce step_size")
+    llc_mean = float(np.mean(per_chain[healthy])) if healthy.any() else float("nan")
+    llc_std = float(np.std(per_chain[healthy], ddof=1)) if healthy.sum() > 1 else float("nan")
 
     acc_mask = run.acceptance_steps >= config.num_burnin
     acc = run.acceptance[:, acc_mask] if run.acceptance.size else run.acceptance
     acc_per_chain = np.nanmean(acc, axis=1) if acc.size and np.isfinite(acc).any() else None
     acc_mean = float(np.nanmean(acc_per_chain[healthy])) if acc_per_chain is not None and healthy.any() else None
-
-    ok_level, m1, m2 = diag.levelled_off(good) if good.size else (True, float("nan"), float("nan"))
+    levelled = diag.levelled_off(good) if good.size else (True, float("nan"), float("nan"))
     result_diag = {
         "ess": diag.ess(good),
         "rhat": diag.rhat(good),
@@ -128,29 +133,20 @@ def llc_from_run(run: SamplingResult, init_loss: float, config: LLCConfig) -> LL
         "ess_per_chain": [diag.ess(llc_trace[i : i + 1]) for i in range(config.num_chains)],
         "acceptance_mean": acc_mean,
         "acceptance_per_chain": acc_per_chain,
-        "divergent_chains": divergences,
+        "divergent_chains": failed,
         "healthy_chains": int(healthy.sum()),
-        "first_half_mean": m1,
-        "second_half_mean": m2,
+        "first_half_mean": levelled[1],
+        "second_half_mean": levelled[2],
     }
+    messages = diag.few_draws_message(config.num_draws)
+    messages += diag.chain_messages(failed=failed, num_chains=config.num_chains, chain_means=per_chain[healthy],
+                                    rhat_value=result_diag["rhat"], acceptance=acc_mean, levelled=levelled,
+                                    step_size=config.step_size)
     if np.isfinite(llc_mean) and llc_mean < 0:
         messages.append(
             f"λ̂ = {llc_mean:.3g} < 0: the sampled loss sits below L(w*) = {init_loss:.4g}; w* is not a local minimum "
             "(train longer or check the checkpoint), or the step size is too large"
         )
-    if not ok_level:
-        messages.append(
-            f"the loss trace has not levelled off (LLC over the first half of draws {m1:.3g}, second half {m2:.3g}); "
-            "increase num_burnin or num_draws, or lower localization-induced drift"
-        )
-    if acc_mean is not None and acc_mean < diag.ACCEPTANCE_LOW:
-        messages.append(
-            f"MALA acceptance of the {config.sampler} proposals is {acc_mean:.2f} (healthy ≈ {diag.ACCEPTANCE_TARGET}); "
-            "the step size is too large for this posterior: reduce step_size"
-        )
-    rh = result_diag["rhat"]
-    if np.isfinite(rh) and rh > diag.RHAT_HIGH:
-        messages.append(f"split R-hat = {rh:.2f} > {diag.RHAT_HIGH}: chains disagree; run longer draws or more burn-in")
     result_diag["warnings"] = messages
     diag.emit(messages)
     return LLCResult(
@@ -164,6 +160,7 @@ def llc_from_run(run: SamplingResult, init_loss: float, config: LLCConfig) -> LL
         diagnostics=result_diag,
         timing={"compile_seconds": run.compile_seconds, "sample_seconds": run.sample_seconds,
                 "num_devices": int(run.extras.get("num_devices", 1))},
+        num_params=int(num_params),
     )
 
 
@@ -259,16 +256,16 @@ def estimate_llc(
         sampler_options=options,
     )
     if init_loss is None:
-        init_loss = full_data_loss(loss_fn, params, data)
+        init_loss = initial_loss(loss_fn, params, data)
     draw_config = run_config(config, acceptance_checks=acceptance_checks, progress=progress)
     if auto_burnin is None:
         result = run_chains(loss_fn, params, data, Hyperparameters(config.step_size, config.nbeta, config.localization),
                             config=draw_config, seed=config.seed, devices=devices)
-        return _with_calibration(llc_from_run(result, init_loss, config), calibration)
+        return _with_calibration(llc_from_run(result, init_loss, config, num_params=num_parameters(params)), calibration)
     adapt = calibration is not None  # a calibrated step: bias-checked (and acceptance-guarded for Langevin samplers)
     run, burn, config = _sample_with_auto_burnin(loss_fn, params, data, config, draw_config, auto_burnin, init_loss,
                                                  adapt_step=adapt, progress=progress, devices=devices)
-    llc = llc_from_run(run, init_loss, config)
+    llc = llc_from_run(run, init_loss, config, num_params=num_parameters(params))
     llc.diagnostics["burnin"] = burn.to_dict()
     if llc.diagnostics["healthy_chains"] > 0:
         messages = burnin_warnings(burn)

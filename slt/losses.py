@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import weakref
 
 import jax
+
+from slt.validation import SLTInputError
 
 _jitted: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
@@ -34,3 +37,18 @@ def full_data_loss(loss_fn, params, data, *, chunk_size: int = 65536) -> float:
         chunk = jax.tree.map(lambda x: x[start:stop], data)
         total += float(fn(params, chunk)) * (stop - start)
     return total / n
+
+
+def initial_loss(loss_fn, params, data, given: float | None = None) -> float:
+    """L(w*): ``given``, or the full-data loss; a non-finite value is an error before any sampling.
+
+    The data were checked finite (:func:`slt.validation.finite_data`), so a NaN or Inf here comes from the
+    model at w* (an overflow, a log of 0), not from the sampler's step size.
+    """
+    value = float(full_data_loss(loss_fn, params, data) if given is None else given)
+    if not math.isfinite(value):
+        raise SLTInputError(
+            f"L(w*) = {value}: the loss is not finite at the checkpoint on the full data; check the model's forward "
+            "pass at these parameters (overflow, log of 0) and the loss function, not the sampler"
+        )
+    return value

@@ -60,6 +60,7 @@ def validate_llc_inputs(loss_fn, params, data, *, step_size, nbeta, localization
     check.require(sampler in SAMPLERS, f"sampler={sampler!r} is not known; choose one of {', '.join(SAMPLERS)}")
     check_options(sampler, sampler_options)
     n = check.data_size(data)
+    check.finite_data(data)
     check.finite_params(params)
     check.positive_number("step_size", step_size)
     nbeta = default_nbeta(n) if nbeta is None else check.positive_number("nbeta", nbeta)

@@ -436,7 +436,7 @@ def llc_trajectory(
                 init_loss = full_data_loss(loss_fn, params, data)
                 with warnings.catch_warnings(record=True):
                     warnings.simplefilter("always")
-                    res = llc_from_run(run, init_loss, config)
+                    res = llc_from_run(run, init_loss, config, num_params=num_params)
                 if res.diagnostics.get("warnings"):
                     warned.append(it.step)
                 write(_ok_record(it, res, metrics.get(it.step), group=len(loaded)))
@@ -470,7 +470,7 @@ def _ok_record(item: _Item, res: LLCResult, metrics, group: int) -> dict:
     diag = dict(res.diagnostics)
     rec = {
         "step": item.step,
-        "status": "ok",
+        "status": "ok" if diag.get("healthy_chains", 1) > 0 else "diverged",
         "source": item.source,
         "llc_mean": res.llc_mean,
         "llc_std": res.llc_std,
@@ -481,6 +481,10 @@ def _ok_record(item: _Item, res: LLCResult, metrics, group: int) -> dict:
         "timing": dict(res.timing, group_size=group),
         "finished": _now(),
     }
+    if rec["status"] != "ok":
+        rec["error"] = "every chain diverged: " + "; ".join(
+            f"chain {f['chain']} at step {f['step']} ({f['reason']})" for f in diag.get("divergent_chains", [])
+        ) + f"; {diag['divergent_chains'][0]['suggestion']}" if diag.get("divergent_chains") else "every chain diverged"
     if metrics:
         rec["metrics"] = metrics
     return rec

@@ -60,6 +60,22 @@ def data_size(data: Any) -> int:
     return int(n)
 
 
+def finite_data(data: Any) -> None:
+    """Every floating-point leaf of ``data`` is finite (NaN or Inf in the data is a data error, not a step-size one)."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(data)[0]:
+        arr = np.asarray(leaf)
+        if not np.issubdtype(arr.dtype, np.floating) and not np.issubdtype(arr.dtype, np.complexfloating):
+            continue
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            where = jax.tree_util.keystr(path)
+            rows = np.unique(np.nonzero(bad.reshape(bad.shape[0], -1) if bad.ndim > 1 else bad)[0])
+            raise SLTInputError(
+                f"data{where} has {int(bad.sum())} NaN/Inf value(s), in example(s) {', '.join(map(str, rows[:5]))}"
+                f"{' ...' if len(rows) > 5 else ''}; clean or drop them before estimating (the sampler cannot)"
+            )
+
+
 def finite_params(params: Any) -> None:
     """Every leaf of ``params`` is a finite float array."""
     leaves = jax.tree_util.tree_flatten_with_path(params)[0]

@@ -164,7 +164,7 @@ def test_divergent_chain_is_reported_and_excluded():
     run = run_chains(loss, params, DUMMY, Hyperparameters(jnp.array([1e-3, 5.0, 1e-3]), 100.0, 1.0),
                      config=RunConfig("sgld", 3, 300, 1))
     with pytest.warns(slt.SLTWarning, match="chain 1 diverged at step"):
-        result = slt.llc.llc_from_run(run, 0.0, config)
+        result = slt.llc.llc_from_run(run, 0.0, config, num_params=4)
     assert [d["chain"] for d in result.diagnostics["divergent_chains"]] == [1]
     assert 0 <= result.diagnostics["divergent_chains"][0]["step"] < 300
     assert "step_size=" in result.diagnostics["divergent_chains"][0]["suggestion"]
@@ -222,3 +222,40 @@ def test_pytree_params_match_flat_params():
     result = slt.estimate_llc(loss_tree, params, data, step_size=1e-4, batch_size=100, num_chains=16,
                               num_draws=3000, num_burnin=300)
     assert_matches(result, regression_exact(data, result.nbeta, 1.0))
+
+
+def test_a_chain_that_explodes_without_reaching_nan_is_divergent_not_a_number():
+    """SGLD slightly above its stability limit on w²/2 (×1.1 per step): w² reaches ~1e25 in 300 steps, finite
+    in float32. It used to be averaged in (λ̂ = 1e25); now every chain is named, with its step, and excluded."""
+    loss = lambda w, batch: 0.5 * jnp.sum(w**2) + 0.0 * jnp.sum(batch)
+    limit = 4 / (100.0 + 1.0)  # 4/(nβ·h + γ)
+    with pytest.warns(slt.SLTWarning, match=r"chain 0 diverged at step \d+ \(the loss exploded"):
+        result = slt.estimate_llc(loss, jnp.full(3, 0.1), DUMMY, step_size=1.05 * limit, nbeta=100.0,
+                                  num_chains=2, num_draws=300)
+    assert np.all(np.isfinite(result.loss_trace))  # never NaN: the old rule saw nothing
+    assert np.isnan(result.llc_mean) and result.diagnostics["healthy_chains"] == 0
+    steps = [d["step"] for d in result.diagnostics["divergent_chains"]]
+    assert len(steps) == 2 and all(0 < s < 300 for s in steps)
+    assert "every chain diverged" in " ".join(result.diagnostics["warnings"])
+    # just below the limit the chains are healthy: the rule does not fire
+    ok = slt.estimate_llc(loss, jnp.full(3, 0.1), DUMMY, step_size=0.9 * limit, nbeta=100.0, num_chains=2,
+                          num_draws=300)
+    assert ok.diagnostics["healthy_chains"] == 2 and np.isfinite(ok.llc_mean)
+
+
+def test_too_few_draws_are_warned_about():
+    loss = lambda w, batch: jnp.sum(w**2) + 0.0 * jnp.sum(batch)
+    with pytest.warns(slt.SLTWarning, match=r"num_draws=1: ESS, R-hat and the standard error need at least 4"):
+        result = slt.estimate_llc(loss, jnp.zeros(2), DUMMY, step_size=1e-3, nbeta=100.0, num_chains=2, num_draws=1)
+    assert np.isnan(result.diagnostics["mcse"])
+    with pytest.warns(slt.SLTWarning, match=r"num_draws=50: with fewer than 100 draws"):
+        slt.estimate_llc(loss, jnp.zeros(2), DUMMY, step_size=1e-3, nbeta=100.0, num_chains=2, num_draws=50)
+
+
+def test_wildly_disagreeing_healthy_chains_are_reported():
+    from slt.diagnostics import chain_messages
+
+    common = dict(failed=[], num_chains=4, rhat_value=1.0, acceptance=None, levelled=(True, 1.0, 1.0))
+    assert not chain_messages(chain_means=np.array([10.0, 10.5, 9.8, 10.2]), **common)
+    (message,) = chain_messages(chain_means=np.array([10.0, 10.5, 9.8, 80.0]), **common)
+    assert "disagree wildly" in message and "80" in message

@@ -6,6 +6,7 @@ import pytest
 
 import slt
 import slt.llc
+import slt.losses
 import slt.sampling
 
 
@@ -15,7 +16,7 @@ def nothing_compiles(monkeypatch):
         raise AssertionError("compiled something before validating the input")
 
     monkeypatch.setattr(slt.sampling, "compiled_program", forbidden)
-    monkeypatch.setattr(slt.llc, "full_data_loss", forbidden)
+    monkeypatch.setattr(slt.llc, "initial_loss", forbidden)
 
 
 def loss(w, batch):
@@ -58,6 +59,8 @@ def call(**overrides):
         (dict(params=jnp.ones(4)), "loss_fn\\(params, batch\\) failed"),
         (dict(loss_fn=lambda w, b: (b["x"] @ w - b["y"]) ** 2), "must return a scalar mean loss, got shape \\(10,\\)"),
         (dict(loss_fn="loss"), "loss_fn must be callable"),
+        (dict(data={"x": np.where(np.eye(10, 3, k=-4) > 0, np.nan, 1.0), "y": np.ones(10)}),
+         r"data\['x'\] has 3 NaN/Inf value\(s\), in example\(s\) 4, 5, 6; clean or drop them"),
     ],
 )
 def test_bad_input_is_refused_before_compiling(overrides, message):
@@ -89,3 +92,9 @@ def test_sampler_options_are_checked_before_compiling(sampler, options, message)
 
 def test_input_error_is_a_value_error():
     assert issubclass(slt.SLTInputError, ValueError)
+
+
+def test_a_non_finite_loss_at_w_star_is_a_data_error_not_a_step_size_one(monkeypatch):
+    monkeypatch.setattr(slt.llc, "initial_loss", slt.losses.initial_loss)
+    with pytest.raises(slt.SLTInputError, match=r"L\(w\*\) = (nan|-?inf): the loss is not finite at the checkpoint"):
+        call(loss_fn=lambda w, b: jnp.mean(jnp.log(b["x"] @ w - 3.0)))  # log(0) at w* = 1
