@@ -216,11 +216,20 @@ def climb_window(steps: int, rule: AutoBurnin) -> int:
     return max(rule.min_steps, min(steps // 2, rule.max_steps - steps - rule.chunk))
 
 
-def read_windows(window: list, to_llc, rule: AutoBurnin) -> tuple[bool, float, float]:
-    """:func:`has_levelled` on the window's segments [(loss trace, ε, LLC shift)] in Langevin time, each shifted."""
+def read_windows(window: list, to_llc, rule: AutoBurnin, groups=None) -> tuple[bool, float, float]:
+    """:func:`has_levelled` on the window's segments [(loss trace, ε, LLC shift)] in Langevin time, each shifted.
+
+    ``groups`` (index arrays of chains, e.g. the chains of each checkpoint in a sweep's group): levelled when
+    every group has levelled; the window means returned are those of the group furthest from level.
+    """
     llc = np.concatenate([to_llc(trace) + shift for trace, _, shift in window], axis=1)
     step_sizes = np.concatenate([np.full(trace.shape[1], eps) for trace, eps, _ in window])
-    return has_levelled(llc, rule, step_sizes)
+    if groups is None:
+        return has_levelled(llc, rule, step_sizes)
+    readings = [has_levelled(llc[g], rule, step_sizes) for g in groups]
+    worst = max(readings, key=lambda r: (not r[0], abs(r[2] - r[1]) / max(abs(r[2]), 1e-12) if np.isfinite(r[1] + r[2])
+                                         else np.inf))
+    return all(r[0] for r in readings), worst[1], worst[2]
 
 
 def shifted(window: list, difference: float) -> list:
@@ -247,6 +256,7 @@ def burn_in(
     adapt_step: bool = False,
     min_acceptance: float = diag.ACCEPTANCE_LOW,
     progress: bool = False,
+    groups: list | None = None,
 ) -> BurninResult:
     """Run chunks until the LLC trace has levelled off (or ``rule.max_steps``).
 
@@ -266,6 +276,10 @@ def burn_in(
     large: the step's bias is checked where the chains are, during the climb
     and once levelled (module docstring), and the step halved while it is too
     large.
+
+    ``groups``: index arrays of chains that estimate different things (the
+    checkpoints of a sweep's group, the components of a refined estimate): the
+    burn-in lasts until every group has levelled off.
     """
     bar = None
     if progress:
@@ -331,7 +345,7 @@ def burn_in(
                 continue
             if since_change < needed:
                 continue
-            levelled, m1, m2 = read_windows(window, to_llc, rule)
+            levelled, m1, m2 = read_windows(window, to_llc, rule, groups)
             if bar is not None and np.isfinite(m2):
                 bar.set_postfix_str(f"λ̂ windows {m1:.4g} → {m2:.4g}")
             checking = adapt_step and rule.max_halvings > 0
@@ -381,6 +395,7 @@ def merge_runs(burn: BurninResult, draws: SamplingResult) -> SamplingResult:
         sample_seconds=burn.sample_seconds + draws.sample_seconds,
         extras={**draws.extras, "burnin": burn.to_dict()},
         final_state=draws.final_state,
+        observations=draws.observations,
     )
 
 

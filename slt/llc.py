@@ -8,8 +8,7 @@ taken over SGLD-family draws. L(w*) is the full-data loss at w*.
 
 from __future__ import annotations
 
-import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import jax
@@ -17,14 +16,13 @@ import numpy as np
 
 from slt import diagnostics as diag
 from slt import validation as check
-from slt.burnin import AutoBurnin, burn_in, burnin_warnings, merge_runs
+from slt.burnin import AutoBurnin, burnin_warnings
 from slt.localization import resolve_localization
 from slt.losses import initial_loss
-from slt.posterior import Hyperparameters
-from slt.samplers.base import get_sampler
-from slt.settings import LLCConfig, run_config, validate_llc_inputs
+from slt.settings import LLCConfig, validate_llc_inputs
 from slt.store import jsonable
-from slt.sampling import RunConfig, SamplingResult, run_chains
+from slt.sampling import SamplingResult
+from slt.units import Unit, run_units
 
 PyTree = Any
 
@@ -184,6 +182,7 @@ def estimate_llc(
     init_loss: float | None = None,
     progress: bool | None = None,
     devices=None,
+    restrict=None,
 ) -> LLCResult:
     """Estimate the local learning coefficient λ̂ at ``params``.
 
@@ -195,7 +194,10 @@ def estimate_llc(
     Args:
       loss_fn: ``loss_fn(params, batch) -> scalar`` mean loss over the batch.
       params: pytree, the point w* measured (a trained checkpoint).
-      data: pytree of arrays with leading axis n (examples).
+      data: pytree of arrays with leading axis n (examples). Passing a
+        sub-dataset gives the data-refined LLC of Wang et al. 2024 (arXiv
+        2410.02984): the posterior and the measured loss are both that
+        distribution's.
       step_size: ε (same convention as Lau et al. and devinterp), or "auto" to
         run :func:`slt.calibrate` first (its choice is recorded in
         ``result.diagnostics["calibration"]``).
@@ -211,7 +213,11 @@ def estimate_llc(
         ``step_size="auto"``, else 0 (the published protocols).
       batch_size: minibatch size; None = full batch.
       sampler_options: per-sampler options, e.g. {"friction": 0.1} for
-        sghmc/sgnht, {"rmsprop_decay": 0.99} for psgld.
+        sghmc/sgnht, {"rmsprop_decay": 0.99} for psgld; for every SGLD-family
+        sampler ``noise_level`` (σ scaling the Langevin noise; 0 gives noiseless
+        descent, a diagnostic) and ``bounding_box`` (clamp each coordinate to
+        w* ± b after every step, devinterp's ``bounding_box_size``). Checked
+        before anything is compiled.
       acceptance_checks: how many times per chain to compute the MALA
         acceptance of the proposals (sgld/psgld); 0 = never.
       init_loss: L(w*) if already known; computed on the full data otherwise.
@@ -219,82 +225,149 @@ def estimate_llc(
       devices: shard the chains over devices: None (the most devices whose
         number divides num_chains), "all", an int, or a list of devices
         (see :func:`slt.sharding.resolve_devices`).
+      restrict: the weight-refined LLC (Wang et al. 2024): only these
+        coordinates move, the rest stay exactly at w*. A glob pattern or list
+        of patterns over '/'-joined key paths (``"blocks/0/attn/*"``), a
+        pytree of booleans or boolean arrays with the params' structure, or a
+        callable ``(path, leaf) -> bool | mask`` (:mod:`slt.components`). The
+        result records it and the number of free parameters
+        (``result.num_params``, ``diagnostics["restriction"]``).
 
     Returns:
       :class:`LLCResult`; ``result.summary()`` prints a readable report.
     """
+    results = estimate_llc_components(
+        loss_fn, params, data, components={"": restrict}, step_size=step_size, nbeta=nbeta,
+        localization=localization, num_chains=num_chains, num_draws=num_draws, num_burnin=num_burnin,
+        batch_size=batch_size, sampler=sampler, seed=seed, steps_between_draws=steps_between_draws,
+        sampler_options=sampler_options, acceptance_checks=acceptance_checks, init_loss=init_loss,
+        progress=progress, devices=devices,
+    )
+    return results[""]
+
+
+def estimate_llc_components(
+    loss_fn: Callable[[PyTree, PyTree], Any],
+    params: PyTree,
+    data: PyTree,
+    *,
+    components,
+    step_size: float | str,
+    nbeta: float | None = None,
+    localization: float | str = 1.0,
+    num_chains: int = 4,
+    num_draws: int = 1000,
+    num_burnin: "int | str | AutoBurnin | None" = None,
+    batch_size: int | None = None,
+    sampler: str = "sgld",
+    seed: int = 0,
+    steps_between_draws: int = 1,
+    sampler_options: dict | None = None,
+    acceptance_checks: int = 100,
+    init_loss: float | None = None,
+    progress: bool | None = None,
+    devices=None,
+    whole_model: bool = False,
+) -> dict[str, LLCResult]:
+    """The weight-refined LLC of every component in ONE compiled program: ``{name: LLCResult}``.
+
+    ``components``: ``{name: restrict}`` (each a restriction as for :func:`estimate_llc`, None = the whole
+    model), a list of patterns (each its own component), ``"layers"`` (:func:`slt.components.layers`) or
+    ``"heads"`` (:func:`slt.components.heads`). ``whole_model=True`` adds the unrestricted model as
+    ``"model"``. The masks are inputs batched with the chains: K components cost K× the chain-steps of one,
+    and one compile; each component gets the chains (and keys) ``estimate_llc(restrict=...)`` would give it,
+    so its result equals the same restriction run alone. Other arguments as :func:`estimate_llc`;
+    ``step_size="auto"`` calibrates once on the whole model (the stiffest posterior: its step is safe for
+    every restriction) and the burn-in lasts until every component has levelled off.
+    """
+    from slt.components import describe, num_free, resolve_components, restriction_mask
+
+    named = resolve_components(params, components)
+    if whole_model:
+        named = {**named, "model": None}
+    masks = {name: None if r is None else restriction_mask(params, r) for name, r in named.items()}
+    plan = _plan(loss_fn, params, data, step_size=step_size, nbeta=nbeta, localization=localization,
+                 num_chains=num_chains, num_draws=num_draws, num_burnin=num_burnin, batch_size=batch_size,
+                 sampler=sampler, seed=seed, steps_between_draws=steps_between_draws, sampler_options=sampler_options,
+                 init_loss=init_loss)
+    units = [Unit(params, plan.init_loss, masks[name]) for name in named]
+    sampled = run_units(loss_fn, data, units, plan.config, acceptance_checks=acceptance_checks, progress=progress,
+                        devices=devices, auto_burnin=plan.auto_burnin, adapt_step=plan.calibration is not None)
+    total = num_parameters(params)
+    out = {}
+    for (name, restrict), run in zip(named.items(), sampled.runs):
+        free = total if masks[name] is None else num_free(masks[name])
+        llc = llc_from_run(run, plan.init_loss, sampled.config, num_params=free)
+        if masks[name] is not None:
+            llc.diagnostics["restriction"] = {"description": describe(restrict), "num_free": free,
+                                              "num_params": total}
+        out[name] = _with_burnin(_with_calibration(llc, plan.calibration), sampled.burnin)
+    return out
+
+
+@dataclass
+class _Plan:
+    """The settings of an estimate once "auto" and "scale" are resolved."""
+
+    config: LLCConfig
+    init_loss: float
+    auto_burnin: AutoBurnin | None
+    calibration: Any
+
+
+def _plan(loss_fn, params, data, *, step_size, nbeta, localization, num_chains, num_draws, num_burnin, batch_size,
+          sampler, seed, steps_between_draws, sampler_options, init_loss) -> _Plan:
+    """Check every setting (before anything is compiled), then resolve γ="scale", ε="auto" and the burn-in."""
+    check.require(not isinstance(step_size, str) or step_size == "auto",
+                  f'step_size must be a number or "auto", got {step_size!r}')
+    auto_burnin = resolve_burnin(num_burnin, auto_step=isinstance(step_size, str))
+    num_burnin = 0 if num_burnin is None or auto_burnin is not None else num_burnin
     localization = resolve_localization(localization, params)
+    n, batch, nb = validate_llc_inputs(
+        loss_fn, params, data, step_size=1.0 if isinstance(step_size, str) else step_size, nbeta=nbeta,
+        localization=localization, num_chains=num_chains, num_draws=num_draws,
+        num_burnin=num_burnin, batch_size=batch_size, sampler=sampler,
+        steps_between_draws=steps_between_draws, sampler_options=sampler_options,
+    )
     calibration = None
     if isinstance(step_size, str):
-        check.require(step_size == "auto", f'step_size must be a number or "auto", got {step_size!r}')
         from slt.calibration import calibrate
 
         calibration = calibrate(
             loss_fn, params, data, nbeta=nbeta, localization=localization, batch_size=batch_size,
             sampler=sampler, seed=seed, sampler_options=sampler_options, init_loss=init_loss,
         )
-        step_size = calibration.step_size
-        init_loss = calibration.init_loss  # L(w*) was computed once, for the calibration
+        step_size, init_loss = calibration.step_size, calibration.init_loss  # L(w*) computed once, for both
+    config = LLCConfig(
+        sampler=sampler, step_size=float(step_size), nbeta=float(nb), localization=float(localization),
+        num_chains=int(num_chains), num_draws=int(num_draws), num_burnin=int(num_burnin),
+        steps_between_draws=int(steps_between_draws), batch_size=batch, num_examples=n, seed=int(seed),
+        sampler_options=tuple(sorted((sampler_options or {}).items())),
+    )
+    return _Plan(config, initial_loss(loss_fn, params, data, init_loss), auto_burnin, calibration)
+
+
+def resolve_burnin(num_burnin, *, auto_step: bool) -> AutoBurnin | None:
+    """The :class:`AutoBurnin` rule for ``num_burnin`` ("auto", an AutoBurnin, or None with an automatic step),
+    or None for a fixed number of steps."""
     if num_burnin is None:
-        num_burnin = "auto" if calibration is not None else 0
-    auto_burnin = None
+        return AutoBurnin() if auto_step else None
     if isinstance(num_burnin, (str, AutoBurnin)):
         check.require(num_burnin == "auto" or isinstance(num_burnin, AutoBurnin),
                       f'num_burnin must be a number of steps, "auto" or an AutoBurnin, got {num_burnin!r}')
-        auto_burnin = num_burnin if isinstance(num_burnin, AutoBurnin) else AutoBurnin()
-        num_burnin = 0
-    n, batch, nbeta = validate_llc_inputs(
-        loss_fn, params, data, step_size=step_size, nbeta=nbeta, localization=localization,
-        num_chains=num_chains, num_draws=num_draws, num_burnin=num_burnin, batch_size=batch_size,
-        sampler=sampler, steps_between_draws=steps_between_draws, sampler_options=sampler_options,
-    )
-    options = tuple(sorted((sampler_options or {}).items()))
-    config = LLCConfig(
-        sampler=sampler, step_size=float(step_size), nbeta=float(nbeta), localization=float(localization),
-        num_chains=int(num_chains), num_draws=int(num_draws), num_burnin=int(num_burnin),
-        steps_between_draws=int(steps_between_draws), batch_size=batch, num_examples=n, seed=int(seed),
-        sampler_options=options,
-    )
-    if init_loss is None:
-        init_loss = initial_loss(loss_fn, params, data)
-    draw_config = run_config(config, acceptance_checks=acceptance_checks, progress=progress)
-    if auto_burnin is None:
-        result = run_chains(loss_fn, params, data, Hyperparameters(config.step_size, config.nbeta, config.localization),
-                            config=draw_config, seed=config.seed, devices=devices)
-        return _with_calibration(llc_from_run(result, init_loss, config, num_params=num_parameters(params)), calibration)
-    adapt = calibration is not None  # a calibrated step: bias-checked (and acceptance-guarded for Langevin samplers)
-    run, burn, config = _sample_with_auto_burnin(loss_fn, params, data, config, draw_config, auto_burnin, init_loss,
-                                                 adapt_step=adapt, progress=progress, devices=devices)
-    llc = llc_from_run(run, init_loss, config, num_params=num_parameters(params))
-    llc.diagnostics["burnin"] = burn.to_dict()
-    if llc.diagnostics["healthy_chains"] > 0:
-        messages = burnin_warnings(burn)
-        llc.diagnostics["warnings"].extend(messages)
-        diag.emit(messages)
-    return _with_calibration(llc, calibration)
+        return num_burnin if isinstance(num_burnin, AutoBurnin) else AutoBurnin()
+    return None
 
 
-def _sample_with_auto_burnin(loss_fn, params, data, config: LLCConfig, draw_config: RunConfig, rule: AutoBurnin,
-                             init_loss: float, *, adapt_step: bool, progress, devices):
-    """Burn in chunk by chunk until λ̂ levels off (:func:`slt.burnin.burn_in`), then draw from where it stopped.
-
-    Returns (the burn-in and draws as one run, the burn-in record, the config with the burn-in and step used).
-    """
-    langevin = get_sampler(config.sampler).ACCEPTANCE == "checked"
-
-    def run_chunk(state, steps, step):
-        chunk_config = replace(draw_config, num_steps=steps, progress_every=0,
-                               acceptance_every=max(1, steps // 20) if adapt_step and langevin else 0)
-        return run_chains(loss_fn, params, data, Hyperparameters(step, config.nbeta, config.localization),
-                          config=chunk_config, seed=config.seed, devices=devices, init_state=state, return_state=True)
-
-    show = sys.stderr.isatty() if progress is None else progress
-    burn = burn_in(run_chunk, lambda losses: config.nbeta * (losses - init_loss), rule.resolved(draw_config.num_steps),
-                   step_size=config.step_size, adapt_step=adapt_step, progress=show)
-    config = replace(config, num_burnin=burn.steps, step_size=burn.step_size)
-    draws = run_chains(loss_fn, params, data, Hyperparameters(config.step_size, config.nbeta, config.localization),
-                       config=draw_config, seed=config.seed, devices=devices, init_state=burn.state)
-    return merge_runs(burn, draws), burn, config
+def _with_burnin(llc: "LLCResult", burn) -> "LLCResult":
+    """Record the automatic burn-in (if any) and warn about what it could not settle."""
+    if burn is not None:
+        llc.diagnostics["burnin"] = burn.to_dict()
+        if llc.diagnostics["healthy_chains"] > 0:
+            messages = burnin_warnings(burn)
+            llc.diagnostics["warnings"].extend(messages)
+            diag.emit(messages)
+    return llc
 
 
 def _with_calibration(llc: "LLCResult", calibration) -> "LLCResult":
