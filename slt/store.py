@@ -22,6 +22,10 @@ Format (one JSON object per line, UTF-8)::
   made under different settings are never mixed in one file.
 * For a step written more than once (a failed checkpoint retried), the last
   line wins.
+* Lines without a ``"step"`` are notes about the sweep, with a ``"kind"``:
+  ``{"kind": "settings", ...}`` records the step size and localization an
+  automatic sweep chose (with each calibration's table), so that a resumed
+  sweep reuses them.
 * While a sweep writes to a store it holds an exclusive ``flock`` on it; a
   second writer is refused.
 """
@@ -202,10 +206,12 @@ class TrajectoryStore:
     # -- reading/writing -----------------------------------------------------
     def done(self, *, include_failed: bool = False) -> dict[int, dict]:
         """``{step: last record}``; failed ones only with ``include_failed``."""
-        out: dict[int, dict] = {}
-        for rec in self.records:
-            out[rec["step"]] = rec
+        out = records_by_step(self.records)
         return out if include_failed else {s: r for s, r in out.items() if r.get("status") == "ok"}
+
+    def notes(self, kind: str) -> list[dict]:
+        """The records of ``kind`` that are not checkpoints (e.g. a sweep's resolved settings), in order."""
+        return [r for r in self.records if "step" not in r and r.get("kind") == kind]
 
     def append(self, record: dict) -> None:
         """Write one record as one line, then flush and fsync."""
@@ -272,8 +278,9 @@ class TrajectoryStore:
 
 
 def records_by_step(records: Iterable[dict]) -> dict[int, dict]:
-    """Last record per step, in step order."""
+    """Last record per step, in step order (records without a step, such as a sweep's settings, are skipped)."""
     out: dict[int, dict] = {}
     for rec in records:
-        out[rec["step"]] = rec
+        if "step" in rec:
+            out[rec["step"]] = rec
     return dict(sorted(out.items()))
