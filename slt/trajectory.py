@@ -20,140 +20,40 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import functools
 import hashlib
 import json
 import math
 import os
-import re
 import sys
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from slt import sampling
 from slt import sharding as shard
 from slt import validation as check
-from slt.checkpoints import CheckpointError, list_checkpoints, load_params
-from slt.llc import LLCResult, llc_from_run
-from slt.settings import LLCConfig, run_config, validate_llc_inputs
-from slt.losses import full_data_loss
-from slt.posterior import Hyperparameters
+from slt.burnin import AutoBurnin, burnin_warnings
+from slt.checkpoints import CheckpointError
+from slt.components import describe, num_free, resolve_components, restriction_mask
+from slt.llc import LLCResult, llc_from_run, resolve_burnin
+from slt.localization import scale_localization
+from slt.losses import initial_loss
+from slt.settings import LLCConfig, validate_llc_inputs
+from slt.sources import Item, checkpoint_items, load_checkpoint, signature
 from slt.store import TrajectoryStore, jsonable, read_store, records_by_step
+from slt.units import Unit, run_units
 
 __all__ = ["llc_trajectory", "Trajectory", "auto_group_size"]
 
 PyTree = Any
-_STEP_RE = re.compile(r"(\d+)")
 
 # vmapped chain-parameters per group: beyond this, grouping stops paying on CPU
 # (measured in bench/sweep.py; see docs/sweeps.md).
 GROUP_BUDGET = 150_000
 MAX_GROUP = 16
-
-
-# --------------------------------------------------------------------------
-# checkpoint sources
-# --------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class _Item:
-    step: int
-    source: str | None  # file path, or None for in-memory params
-    params: PyTree | None = None
-
-
-def _step_from_path(path: str, default: int) -> int:
-    nums = _STEP_RE.findall(os.path.splitext(os.path.basename(os.path.normpath(path)))[0])
-    return int(nums[-1]) if nums else default
-
-
-def _is_path(x) -> bool:
-    return isinstance(x, (str, os.PathLike))
-
-
-def _items(checkpoints) -> list[_Item]:
-    """Normalise the accepted checkpoint forms to a step-sorted list of items."""
-    if _is_path(checkpoints):
-        path = os.fspath(checkpoints)
-        if os.path.isdir(path) and not os.path.exists(os.path.join(path, "_METADATA")):
-            try:
-                found = list_checkpoints(path)
-            except CheckpointError as err:
-                raise check.SLTInputError(str(err)) from None
-            check.require(bool(found), f"{path}: no checkpoints found (expected files like step_000100.safetensors)")
-            items = [_Item(s, p) for s, p in found]
-        else:
-            check.require(os.path.exists(path), f"{path}: no such checkpoint file or directory")
-            items = [_Item(_step_from_path(path, 0), path)]
-    elif isinstance(checkpoints, Mapping):
-        items = [_Item(int(s), p if _is_path(p) else None, None if _is_path(p) else p) for s, p in checkpoints.items()]
-        items = [dataclasses.replace(it, source=os.fspath(it.source)) if it.source else it for it in items]
-    elif isinstance(checkpoints, Iterable):
-        items = []
-        for i, entry in enumerate(checkpoints):
-            if _is_path(entry):
-                items.append(_Item(_step_from_path(os.fspath(entry), i), os.fspath(entry)))
-            elif (
-                isinstance(entry, (tuple, list))
-                and len(entry) == 2
-                and isinstance(entry[0], (int, np.integer))
-                and not isinstance(entry[0], bool)
-            ):
-                step, p = entry
-                items.append(_Item(int(step), os.fspath(p), None) if _is_path(p) else _Item(int(step), None, p))
-            else:
-                raise check.SLTInputError(
-                    f"checkpoints[{i}] is a {type(entry).__name__}; pass a directory, a list of paths, "
-                    "or a list of (step, params) / (step, path) pairs"
-                )
-    else:
-        raise check.SLTInputError(
-            f"checkpoints must be a directory, a list of paths, or (step, params) pairs; got {type(checkpoints).__name__}"
-        )
-    check.require(len(items) > 0, "checkpoints is empty: nothing to measure")
-    steps = [it.step for it in items]
-    dup = sorted({s for s in steps if steps.count(s) > 1})
-    if dup:
-        raise check.SLTInputError(f"two checkpoints share step {dup[0]}; give each checkpoint its own step")
-    return sorted(items, key=lambda it: it.step)
-
-
-def _signature(params) -> tuple:
-    leaves, treedef = jax.tree.flatten(params)
-    return treedef, tuple((tuple(np.shape(x)), str(jnp.result_type(x))) for x in leaves)
-
-
-def _load(item: _Item, template, reference) -> PyTree:
-    """Params of one checkpoint, checked against the reference structure.
-
-    Raises ``CheckpointError`` (message naming the file) on any problem."""
-    name = item.source or f"checkpoint at step {item.step}"
-    if item.params is not None:
-        params = item.params
-    else:
-        params = load_params(item.source, template)
-    if reference is not None:
-        ref_def, ref_leaves = reference
-        treedef, leaves = _signature(params)
-        if treedef != ref_def:
-            raise CheckpointError(f"{name}: tree structure differs from the other checkpoints ({treedef} vs {ref_def})")
-        bad = [f"{a[0]} vs {b[0]}" for a, b in zip(leaves, ref_leaves) if a[0] != b[0]]
-        if bad:
-            raise CheckpointError(f"{name}: parameter shapes differ from the other checkpoints ({', '.join(bad[:3])})")
-        params = jax.tree.unflatten(
-            ref_def, [jnp.asarray(x, dtype=d) for x, (_, d) in zip(jax.tree.leaves(params), ref_leaves)]
-        )
-    try:
-        check.finite_params(params)
-    except check.SLTInputError as err:
-        raise CheckpointError(f"{name}: {err}") from None
-    return params
 
 
 # --------------------------------------------------------------------------
@@ -210,20 +110,6 @@ def _check_group_devices(devices, group_size: int, num_chains: int) -> None:
         )
 
 
-def _group_keys(seed: int, num_chains: int, impl: str, group_size: int) -> np.ndarray:
-    """Raw chain keys for a group: checkpoint g's K chains get the keys estimate_llc(seed=seed) would give them
-    (the same for every group, so computed once per sweep; JAX's threefry setting is part of the cache key)."""
-    return _cached_group_keys(seed, num_chains, impl, group_size, bool(jax.config.jax_threefry_partitionable))
-
-
-@functools.lru_cache(maxsize=8)
-def _cached_group_keys(seed: int, num_chains: int, impl: str, group_size: int, partitionable: bool) -> np.ndarray:
-    del partitionable  # only a cache key: chain_keys reads the setting itself
-    keys = np.tile(sampling.chain_keys(seed, num_chains, impl), (group_size, 1))
-    keys.flags.writeable = False
-    return keys
-
-
 def _place_data(data, mesh):
     """The data on the devices once for the whole sweep: replicated over ``mesh``'s devices, or on the default one."""
     if mesh is None:
@@ -231,41 +117,134 @@ def _place_data(data, mesh):
     return shard.put(data, shard.replicated(mesh))
 
 
-def _sample_group(loss_fn, params_list, data, config: LLCConfig, *, group_size: int, acceptance_checks: int,
-                  progress: bool | None, desc: str, devices=None) -> list[sampling.SamplingResult]:
-    """Run ``group_size`` × K chains (the group padded with its last checkpoint) as one program through
-    :func:`slt.sampling.run_chains` (``data`` already placed, :func:`_place_data`); per-checkpoint results."""
-    k = config.num_chains
-    real = len(params_list)
-    padded = list(params_list) + [params_list[-1]] * (group_size - real)
-    # built on the host and sent once, shard by shard: a device array resharded over the mesh would compile a
-    # slicing program per leaf shape
-    centers = jax.tree.map(lambda *xs: np.repeat(np.stack([np.asarray(x) for x in xs]), k, axis=0), *padded)
-    rc = dataclasses.replace(
-        run_config(config, acceptance_checks=acceptance_checks, progress=progress),
-        num_chains=group_size * k, center_per_chain=True,
-    )
-    keys = _group_keys(config.seed, k, sampling.prng_impl(rc), group_size)
-    run = sampling.run_chains(
-        loss_fn, centers, data, Hyperparameters(config.step_size, config.nbeta, config.localization), config=rc,
-        chain_keys=keys, progress_desc=desc, devices=devices,
-    )
-    return [split_chains(run, slice(g * k, (g + 1) * k), share=real) for g in range(real)]
-
-
-def split_chains(run: sampling.SamplingResult, chains: slice, *, share: int = 1) -> sampling.SamplingResult:
-    """The chains ``chains`` of a run as a run of their own (its timing divided among ``share`` such parts)."""
-    return sampling.SamplingResult(
-        loss_trace=run.loss_trace[chains], acceptance=run.acceptance[chains], acceptance_steps=run.acceptance_steps,
-        divergent_step=run.divergent_step[chains], compile_seconds=run.compile_seconds / share,
-        sample_seconds=run.sample_seconds / share, extras=dict(run.extras),
-        observations=None if run.observations is None else jax.tree.map(lambda x: x[chains], run.observations),
-    )
-
-
 # --------------------------------------------------------------------------
 # the sweep
 # --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _SweepPlan:
+    """Everything a sweep does, checked before any sampling."""
+
+    items: list[Item]
+    first: Item  # the first checkpoint that loads: it fixes the structure
+    first_params: PyTree
+    reference: tuple  # its signature (treedef, shapes and dtypes)
+    failures: dict[int, str]  # step -> why it cannot be measured
+    config: LLCConfig  # with placeholders where "auto"/"scale" are still to be resolved
+    auto_step: bool
+    scale_localization: bool
+    auto_burnin: AutoBurnin | None
+    components: dict[str, Any]  # name -> restriction ({} without components)
+    masks: dict[str, Any]  # name -> mask
+    header: dict  # what the store's header records (and a resume checks)
+
+
+def _plan_sweep(loss_fn, checkpoints, data, *, template, step_size, nbeta, localization, num_chains, num_draws,
+                num_burnin, batch_size, sampler, seed, steps_between_draws, sampler_options, acceptance_checks,
+                checkpoints_per_group, components) -> _SweepPlan:
+    """Normalise the checkpoints, load the first, and check every setting against it (before any sampling)."""
+    check.require(not isinstance(step_size, str) or step_size == "auto",
+                  f'step_size must be a number or "auto", got {step_size!r}')
+    check.require(not isinstance(localization, str) or localization == "scale",
+                  f'localization must be a number or "scale", got {localization!r}')
+    if checkpoints_per_group is not None:
+        check.positive_int("checkpoints_per_group", checkpoints_per_group)
+    check.positive_int("acceptance_checks", acceptance_checks, minimum=0)
+    auto_step, scale = isinstance(step_size, str), isinstance(localization, str)
+    auto_burnin = resolve_burnin(num_burnin, auto_step=False)
+    items = checkpoint_items(checkpoints)
+    failures: dict[int, str] = {}
+    first = first_params = None
+    for it in items:
+        try:
+            first_params, first = load_checkpoint(it, template, None), it
+            break
+        except CheckpointError as err:
+            failures[it.step] = str(err)
+    if first is None:
+        raise check.SLTInputError(
+            f"none of the {len(items)} checkpoints could be loaded; first error: {next(iter(failures.values()))}"
+        )
+    fixed_burnin = 0 if auto_burnin is not None or num_burnin is None else num_burnin
+    n, batch, nb = validate_llc_inputs(
+        loss_fn, first_params, data, step_size=1.0 if auto_step else step_size, nbeta=nbeta,
+        localization=1.0 if scale else localization, num_chains=num_chains, num_draws=num_draws,
+        num_burnin=fixed_burnin, batch_size=batch_size, sampler=sampler, steps_between_draws=steps_between_draws,
+        sampler_options=sampler_options,
+    )
+    config = LLCConfig(
+        sampler=sampler, step_size=1.0 if auto_step else float(step_size), nbeta=float(nb),
+        localization=1.0 if scale else float(localization), num_chains=int(num_chains), num_draws=int(num_draws),
+        num_burnin=int(fixed_burnin), steps_between_draws=int(steps_between_draws), batch_size=batch, num_examples=n,
+        seed=int(seed), sampler_options=tuple(sorted((sampler_options or {}).items())),
+    )
+    named = {} if components is None else resolve_components(first_params, components)
+    masks = {name: restriction_mask(first_params, r) for name, r in named.items()}
+    recorded = config.to_dict()
+    if auto_step:
+        recorded["step_size"] = "auto"
+    if scale:
+        recorded["localization"] = "scale"
+    if auto_burnin is not None:
+        recorded["num_burnin"] = "auto" if auto_burnin == AutoBurnin() else dataclasses.asdict(auto_burnin)
+    header = {"llc": recorded, "acceptance_checks": int(acceptance_checks), "data": data_fingerprint(data)}
+    if named:
+        header["components"] = {name: describe(r) for name, r in named.items()}
+    return _SweepPlan(items, first, first_params, signature(first_params), failures, config, auto_step, scale,
+                      auto_burnin, named, masks, header)
+
+
+def _resolve_settings(loss_fn, data, plan: _SweepPlan, store, template, *, calibrate_at: int, progress) -> dict:
+    """ε and γ for every checkpoint: the store's record when resuming, else chosen now and recorded.
+
+    ``localization="scale"``: γ = :func:`slt.localization.scale_localization` of the last checkpoint (the
+    trained model), one γ for all. ``step_size="auto"``: :func:`slt.calibration.shared_step_size` at
+    ``calibrate_at`` checkpoints (first, last and evenly between), the smallest healthy step for all, so
+    that the values along the trajectory are comparable.
+    """
+    settings = {"step_size": plan.config.step_size, "localization": plan.config.localization}
+    if not (plan.auto_step or plan.scale_localization):
+        return settings
+    recorded = store.notes("settings") if store is not None else []
+    if recorded:
+        return {**settings, **{k: recorded[-1][k] for k in ("step_size", "localization")}}
+
+    def loaded(indices):
+        out = []
+        for i in indices:
+            it = plan.items[i]
+            if it.step in plan.failures:
+                continue
+            try:
+                out.append((it.step, plan.first_params if it is plan.first else
+                            load_checkpoint(it, template, plan.reference)))
+            except CheckpointError as err:
+                plan.failures[it.step] = str(err)
+        return out
+
+    note = {"kind": "settings"}
+    if plan.scale_localization:
+        last = loaded(range(len(plan.items) - 1, -1, -1)[:1]) or [(plan.first.step, plan.first_params)]
+        settings["localization"] = scale_localization(last[0][1])
+        note["localization_from_step"] = last[0][0]
+    if plan.auto_step:
+        from slt.calibration import calibration_points, shared_step_size
+
+        c = plan.config
+        chosen = loaded(calibration_points(len(plan.items), calibrate_at)) or [(plan.first.step, plan.first_params)]
+        if progress:
+            print(f"calibrating the step size at steps {', '.join(str(s) for s, _ in chosen)} ...", file=sys.stderr)
+        shared = shared_step_size(loss_fn, chosen, data, points=len(chosen), nbeta=c.nbeta,
+                                  localization=settings["localization"], batch_size=c.batch_size
+                                  if c.batch_size < c.num_examples else None, sampler=c.sampler, seed=c.seed,
+                                  sampler_options=dict(c.sampler_options) or None)
+        settings["step_size"] = shared.step_size
+        note["calibration"] = shared.to_dict()
+    note.update(settings)
+    if store is not None:
+        store.append(note)
+    return settings
 
 
 def llc_trajectory(
@@ -274,12 +253,12 @@ def llc_trajectory(
     data: PyTree,
     *,
     out: str | os.PathLike | None = None,
-    step_size: float,
+    step_size: float | str,
     nbeta: float | None = None,
-    localization: float = 1.0,
+    localization: float | str = 1.0,
     num_chains: int = 4,
     num_draws: int = 1000,
-    num_burnin: int = 0,
+    num_burnin: "int | str | AutoBurnin" = 0,
     batch_size: int | None = None,
     sampler: str = "sgld",
     seed: int = 0,
@@ -293,6 +272,8 @@ def llc_trajectory(
     restart: bool = False,
     progress: bool | None = None,
     devices=None,
+    components=None,
+    calibrate_at: int = 5,
 ) -> "Trajectory":
     """Estimate the LLC at every checkpoint of a training run.
 
@@ -302,16 +283,24 @@ def llc_trajectory(
         with a safe extension and the step in the name, or an orbax manager
         directory), a sequence of paths (step = last number in the file name),
         a sequence of ``(step, params)`` or ``(step, path)`` pairs, or a dict
-        ``{step: params or path}``.
+        ``{step: params or path}`` (:mod:`slt.sources`).
       data: pytree of arrays with leading axis n (the training data).
       out: path of the JSONL store (:mod:`slt.store`); each checkpoint's result is
         written the moment it is done, a rerun skips finished checkpoints and
         retries failed ones. None: keep results in memory only.
-      step_size, nbeta, localization, num_chains, num_draws, num_burnin,
-        batch_size, sampler, seed, steps_between_draws, sampler_options,
-        acceptance_checks: as :func:`slt.estimate_llc`; the same for every
-        checkpoint (``step_size="auto"`` is not supported here: calibrate one
-        checkpoint with ``slt.calibrate`` and pass its step size).
+      step_size: ε for every checkpoint, or "auto": calibrate at ``calibrate_at``
+        checkpoints (the first, the last and evenly spaced between: the
+        curvature changes most while the model learns) and use ONE ε for all,
+        the smallest healthy recommendation (:func:`slt.calibration.shared_step_size`),
+        so that the values along the trajectory are comparable. The choice and
+        each calibration's table are recorded in the store; a resumed sweep reuses them.
+      localization: γ, or "scale": γ of :func:`slt.localization.scale_localization`
+        at the last checkpoint (the trained model), one γ for all (recorded likewise).
+      num_burnin: steps, or "auto" / an :class:`slt.burnin.AutoBurnin`: each group of
+        checkpoints burns in until every checkpoint's λ̂ has levelled off (the steps
+        taken are in each record's ``diagnostics["burnin"]``).
+      nbeta, num_chains, num_draws, batch_size, sampler, seed, steps_between_draws,
+        sampler_options, acceptance_checks: as :func:`slt.estimate_llc`; the same for every checkpoint.
       template: pytree giving the structure/dtypes of the params read from
         files (``slt.checkpoints.load_params``); without it files give nested
         dicts.
@@ -327,64 +316,35 @@ def llc_trajectory(
       devices: shard each group's chains over devices, as :func:`slt.estimate_llc`
         (default: the most devices whose number divides the group's chains;
         on a CPU see :func:`slt.use_cpu_cores`).
+      components: also the weight-refined LLC of each component at every
+        checkpoint, in the same program (``{name: restrict}``, patterns,
+        "layers" or "heads", as :func:`slt.estimate_llc_components`); the whole
+        model is always measured too. ``Trajectory.components[name]`` is each one's
+        trajectory.
+      calibrate_at: how many checkpoints ``step_size="auto"`` calibrates at.
 
     Returns:
       :class:`Trajectory` of every finished checkpoint in the store (this run's
       and earlier ones) and the failed ones.
     """
-    check.require(not isinstance(step_size, str),
-                  'step_size="auto" is not supported in sweeps; calibrate one checkpoint (slt.calibrate) '
-                  "and pass its step size")
-    check.require(not isinstance(localization, str),
-                  'localization="scale" is not supported in sweeps: each checkpoint would be measured with its own γ; '
-                  "pass one number for all, e.g. slt.localization.scale_localization(params) of the final checkpoint")
-    if checkpoints_per_group is not None:
-        check.positive_int("checkpoints_per_group", checkpoints_per_group)
-    items = _items(checkpoints)
+    plan = _plan_sweep(loss_fn, checkpoints, data, template=template, step_size=step_size, nbeta=nbeta,
+                       localization=localization, num_chains=num_chains, num_draws=num_draws, num_burnin=num_burnin,
+                       batch_size=batch_size, sampler=sampler, seed=seed, steps_between_draws=steps_between_draws,
+                       sampler_options=sampler_options, acceptance_checks=acceptance_checks,
+                       checkpoints_per_group=checkpoints_per_group, components=components)
+    check.positive_int("calibrate_at", calibrate_at)
     if progress is None:
         progress = sys.stderr.isatty()
-
-    # The first checkpoint that loads fixes the structure and validates everything else.
-    failures: dict[int, str] = {}
-    first, reference = None, None
-    for it in items:
-        try:
-            first = _load(it, template, None)
-            reference = _signature(first)
-            first_item = it
-            break
-        except CheckpointError as err:
-            failures[it.step] = str(err)
-    if first is None:
-        raise check.SLTInputError(
-            f"none of the {len(items)} checkpoints could be loaded; first error: {next(iter(failures.values()))}"
-        )
-    n, batch, nb = validate_llc_inputs(
-        loss_fn, first, data, step_size=step_size, nbeta=nbeta, localization=localization, num_chains=num_chains,
-        num_draws=num_draws, num_burnin=num_burnin, batch_size=batch_size, sampler=sampler,
-        steps_between_draws=steps_between_draws, sampler_options=sampler_options,
-    )
-    check.positive_int("acceptance_checks", acceptance_checks, minimum=0)
-    config = LLCConfig(
-        sampler=sampler, step_size=float(step_size), nbeta=float(nb), localization=float(localization),
-        num_chains=int(num_chains), num_draws=int(num_draws), num_burnin=int(num_burnin),
-        steps_between_draws=int(steps_between_draws), batch_size=batch, num_examples=n, seed=int(seed),
-        sampler_options=tuple(sorted((sampler_options or {}).items())),
-    )
-    header_config = {"llc": config.to_dict(), "acceptance_checks": int(acceptance_checks), "data": data_fingerprint(data)}
     metrics = {int(s): dict(m) for s, m in (metrics or {}).items()}
-
-    store = TrajectoryStore(out, header_config, dict(meta or {}), restart=restart) if out is not None else None
+    store = TrajectoryStore(out, plan.header, dict(meta or {}), restart=restart) if out is not None else None
+    records: list[dict] = []
     if store is not None:
         store.open()
         if store.moved_to:
             warnings.warn(f"{out}: settings changed; the old store was moved to {store.moved_to}", stacklevel=2)
-        records = store.records
-        done = store.done()
-        header = store.header
+        records, header = store.records, store.header
     else:
-        records, done = [], {}
-        header = {"config": jsonable(header_config), "meta": jsonable(dict(meta or {}))}
+        header = {"config": jsonable(plan.header), "meta": jsonable(dict(meta or {}))}
 
     def write(record):
         if store is not None:
@@ -392,70 +352,106 @@ def llc_trajectory(
         else:
             records.append(json.loads(json.dumps(jsonable(record))))
 
-    bar = None
     try:
-        todo = [it for it in items if it.step not in done]
-        num_params = sum(int(np.prod(s)) for s, _ in reference[1])
-        group = checkpoints_per_group or auto_group_size(num_params, config.num_chains, len(todo))
-        if progress and todo:
-            from tqdm.auto import tqdm
+        settings = _resolve_settings(loss_fn, data, plan, store, template, calibrate_at=calibrate_at, progress=progress)
+        config = dataclasses.replace(plan.config, **settings)
+        done = store.done() if store is not None else {}
+        _measure(loss_fn, data, plan, config, [it for it in plan.items if it.step not in done], write, metrics,
+                 template=template, acceptance_checks=acceptance_checks, checkpoints_per_group=checkpoints_per_group,
+                 progress=progress, devices=devices)
+    finally:
+        if store is not None:
+            store.close()
+    return Trajectory.from_records(header, records, path=os.fspath(out) if out is not None else None)
 
-            bar = tqdm(total=len(todo), desc="checkpoints", unit="ckpt")
-        groups = _balanced_groups(todo, group)
-        # a bar within the chains too, when one group's run is long
-        inner_bar = bool(progress) and config.num_steps * config.num_chains * max(map(len, groups), default=1) >= 20_000
-        warned: list[int] = []
-        size = max((len(g) for g in groups), default=1)
-        mesh = device_data = None
-        if groups:  # every group runs size × num_chains chains: check the devices before any sampling
-            _check_group_devices(devices, size, config.num_chains)
-            mesh = shard.chain_mesh(devices, size * config.num_chains)
-            device_data = _place_data(data, mesh)
+
+def _measure(loss_fn, data, plan: _SweepPlan, config: LLCConfig, todo: list[Item], write, metrics, *, template,
+             acceptance_checks, checkpoints_per_group, progress, devices) -> None:
+    """Every checkpoint of ``todo`` in groups of one program each; each record written as soon as its group is done."""
+    num_params = sum(int(np.prod(s)) for s, _ in plan.reference[1])
+    masks = [None] + list(plan.masks.values())  # the whole model, then each component
+    per_checkpoint = len(masks) * config.num_chains
+    group = checkpoints_per_group or auto_group_size(num_params, per_checkpoint, len(todo))
+    groups = _balanced_groups(todo, group)
+    if not groups:
+        return
+    size = max(len(g) for g in groups)
+    _check_group_devices(devices, size * len(masks), config.num_chains)  # before any sampling
+    device_data = _place_data(data, shard.chain_mesh(devices, size * per_checkpoint))
+    # a bar within the chains too, when one group's run is long
+    inner_bar = bool(progress) and config.num_steps * per_checkpoint * size >= 20_000
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(todo), desc="checkpoints", unit="ckpt")
+    warned: list[int] = []
+    try:
         for chunk in groups:
-            loaded = []
-            for it in chunk:
-                if it.step not in failures:
-                    try:
-                        params = first if it is first_item else _load(it, template, reference)
-                    except CheckpointError as err:
-                        failures[it.step] = str(err)
-                if it.step in failures:
-                    write(_failed_record(it, failures[it.step], metrics.get(it.step)))
-                    if bar is not None:
-                        bar.update(1)
-                    continue
-                loaded.append((it, params))
+            loaded = _load_group(loss_fn, data, plan, chunk, template, write, metrics, bar)
             if not loaded:
                 continue
-            runs = _sample_group(
-                loss_fn, [p for _, p in loaded], device_data, config, group_size=size,
-                acceptance_checks=acceptance_checks, progress=inner_bar,
-                desc=f"steps {loaded[0][0].step}..{loaded[-1][0].step}", devices=devices,
-            )
-            for (it, params), run in zip(loaded, runs):
-                init_loss = full_data_loss(loss_fn, params, data)
-                with warnings.catch_warnings(record=True):
-                    warnings.simplefilter("always")
-                    res = llc_from_run(run, init_loss, config, num_params=num_params)
-                if res.diagnostics.get("warnings"):
+            padded = loaded + [loaded[-1]] * (size - len(loaded))
+            units = [Unit(params, loss, mask) for _, params, loss in padded for mask in masks]
+            sampled = run_units(loss_fn, device_data, units, config, acceptance_checks=acceptance_checks,
+                                progress=inner_bar, desc=f"steps {loaded[0][0].step}..{loaded[-1][0].step}",
+                                devices=devices, auto_burnin=plan.auto_burnin)
+            for g, (it, _, loss) in enumerate(loaded):
+                runs = sampled.runs[g * len(masks):(g + 1) * len(masks)]
+                record = _checkpoint_record(it, runs, loss, sampled, plan, num_params, metrics.get(it.step),
+                                            group=len(loaded), share=size * len(masks))
+                if record["diagnostics"].get("warnings"):
                     warned.append(it.step)
-                write(_ok_record(it, res, metrics.get(it.step), group=len(loaded)))
+                write(record)
                 if bar is not None:
                     bar.update(1)
-        if warned:
-            from slt.diagnostics import SLTWarning
-
-            warnings.warn(
-                f"{len(warned)} checkpoint(s) have estimator warnings (steps {_short_steps(warned)}); "
-                "see Trajectory.diagnostics[i]['warnings']", SLTWarning, stacklevel=2,
-            )
     finally:
         if bar is not None:
             bar.close()
-        if store is not None:
-            store.close()
-    traj = Trajectory.from_records(header, records, path=os.fspath(out) if out is not None else None)
-    return traj
+    if warned:
+        from slt.diagnostics import SLTWarning
+
+        warnings.warn(
+            f"{len(warned)} checkpoint(s) have estimator warnings (steps {_short_steps(warned)}); "
+            "see Trajectory.diagnostics[i]['warnings']", SLTWarning, stacklevel=3,
+        )
+
+
+def _load_group(loss_fn, data, plan: _SweepPlan, chunk: list[Item], template, write, metrics, bar) -> list[tuple]:
+    """[(item, params, L(w*))] of the group's checkpoints that load and have a finite loss; the others are
+    recorded as failed."""
+    loaded = []
+    for it in chunk:
+        if it.step not in plan.failures:
+            try:
+                params = plan.first_params if it is plan.first else load_checkpoint(it, template, plan.reference)
+                loaded.append((it, params, initial_loss(loss_fn, params, data)))
+                continue
+            except (CheckpointError, check.SLTInputError) as err:
+                plan.failures[it.step] = str(err)
+        write(_failed_record(it, plan.failures[it.step], metrics.get(it.step)))
+        if bar is not None:
+            bar.update(1)
+    return loaded
+
+
+def _checkpoint_record(it: Item, runs, init_loss: float, sampled, plan: _SweepPlan, num_params: int, metrics,
+                       *, group: int, share: int) -> dict:
+    """The store record of one checkpoint: the whole model's estimate, and each component's under "components"."""
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        whole = llc_from_run(runs[0], init_loss, sampled.config, num_params=num_params)
+        parts = {name: llc_from_run(run, init_loss, sampled.config, num_params=num_free(plan.masks[name]))
+                 for name, run in zip(plan.masks, runs[1:])}
+    if sampled.burnin is not None:
+        whole.diagnostics["burnin"] = sampled.burnin.to_dict()
+        if whole.diagnostics["healthy_chains"] > 0:
+            whole.diagnostics["warnings"].extend(burnin_warnings(sampled.burnin))
+    record = _ok_record(it, whole, metrics, group=group)
+    record["timing"]["share_of_group"] = 1 / share
+    if parts:
+        record["components"] = {name: _estimate_fields(res) for name, res in parts.items()}
+    return record
 
 
 def _short_steps(steps: list[int], n: int = 6) -> str:
@@ -466,18 +462,20 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _ok_record(item: _Item, res: LLCResult, metrics, group: int) -> dict:
+def _estimate_fields(res: LLCResult) -> dict:
+    """What a store record keeps of one estimate."""
+    return {"llc_mean": res.llc_mean, "llc_std": res.llc_std, "llc_per_chain": res.llc_per_chain,
+            "init_loss": res.init_loss, "nbeta": res.nbeta, "num_params": res.num_params,
+            "diagnostics": dict(res.diagnostics)}
+
+
+def _ok_record(item: Item, res: LLCResult, metrics, group: int) -> dict:
     diag = dict(res.diagnostics)
     rec = {
         "step": item.step,
         "status": "ok" if diag.get("healthy_chains", 1) > 0 else "diverged",
         "source": item.source,
-        "llc_mean": res.llc_mean,
-        "llc_std": res.llc_std,
-        "llc_per_chain": res.llc_per_chain,
-        "init_loss": res.init_loss,
-        "nbeta": res.nbeta,
-        "diagnostics": diag,
+        **_estimate_fields(res),
         "timing": dict(res.timing, group_size=group),
         "finished": _now(),
     }
@@ -490,7 +488,7 @@ def _ok_record(item: _Item, res: LLCResult, metrics, group: int) -> dict:
     return rec
 
 
-def _failed_record(item: _Item, error: str, metrics) -> dict:
+def _failed_record(item: Item, error: str, metrics) -> dict:
     rec = {"step": item.step, "status": "failed", "source": item.source, "error": error, "finished": _now()}
     if metrics:
         rec["metrics"] = metrics
@@ -500,6 +498,36 @@ def _failed_record(item: _Item, error: str, metrics) -> dict:
 # --------------------------------------------------------------------------
 # result
 # --------------------------------------------------------------------------
+
+
+def _component_names(header: dict, ok: Sequence[dict]) -> list[str]:
+    """The components a store measured: from its header, else from the records."""
+    names = list((header.get("config") or {}).get("components") or {})
+    if not names:
+        return []
+    for r in ok:
+        names += [k for k in (r.get("components") or {}) if k not in names]
+    return names
+
+
+def _without_components(header: dict) -> dict:
+    config = {k: v for k, v in (header.get("config") or {}).items() if k != "components"}
+    return {**header, "config": config}
+
+
+def _component_records(records, name: str) -> list[dict]:
+    """One component's records, shaped like whole-model ones (its own healthy chains decide its status)."""
+    out = []
+    for r in records:
+        part = (r.get("components") or {}).get(name)
+        if r.get("status") != "ok" or part is None:
+            out.append({k: r.get(k) for k in ("step", "status", "source", "error")})
+            continue
+        status = "ok" if (part.get("diagnostics") or {}).get("healthy_chains", 1) > 0 else "diverged"
+        out.append({"step": r["step"], "status": status, "source": r.get("source"), **part,
+                    "metrics": r.get("metrics"), "timing": r.get("timing"),
+                    **({} if status == "ok" else {"error": f"component {name}: every chain diverged"})})
+    return out
 
 
 def _arr(values) -> np.ndarray:
@@ -530,6 +558,7 @@ class Trajectory:
     sources: list[str | None] = dataclasses.field(default_factory=list)
     timing: list[dict] = dataclasses.field(default_factory=list)
     path: str | None = None
+    components: dict[str, "Trajectory"] = dataclasses.field(default_factory=dict)  # name -> its refined LLC trajectory
 
     # -- construction --------------------------------------------------------
     @classmethod
@@ -565,6 +594,9 @@ class Trajectory:
             sources=[r.get("source") for r in ok],
             timing=[r.get("timing") or {} for r in ok],
             path=path,
+            components={name: cls.from_records(_without_components(header), _component_records(latest.values(), name),
+                                               path=path)
+                        for name in _component_names(header, ok)},
         )
 
     @classmethod

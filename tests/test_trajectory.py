@@ -255,8 +255,12 @@ def test_resume_after_sigkill(tmp_path, reference):
 def test_bad_inputs():
     with pytest.raises(SLTInputError, match="share step"):
         llc_trajectory(loss_fn, [(1, TEMPLATE), (1, TEMPLATE)], DATA, **HP)
-    with pytest.raises(SLTInputError, match="auto"):
-        llc_trajectory(loss_fn, CKPTS, DATA, **dict(HP, step_size="auto"))
+    with pytest.raises(SLTInputError, match='step_size must be a number or "auto"'):
+        llc_trajectory(loss_fn, CKPTS, DATA, **dict(HP, step_size="big"))
+    with pytest.raises(SLTInputError, match='localization must be a number or "scale"'):
+        llc_trajectory(loss_fn, CKPTS, DATA, **dict(HP, localization="wide"))
+    with pytest.raises(SLTInputError, match="pattern 'w3' matches no parameter; the paths are w1, w2"):
+        llc_trajectory(loss_fn, CKPTS, DATA, components=["w3"], **HP)
     with pytest.raises(SLTInputError, match="empty"):
         llc_trajectory(loss_fn, [], DATA, **HP)
     with pytest.raises(SLTInputError, match="no such"):
@@ -265,3 +269,63 @@ def test_bad_inputs():
         llc_trajectory(loss_fn, ["/nonexistent/step_1.safetensors"], DATA, **HP)
     with pytest.raises(SLTInputError, match="step_size"):
         llc_trajectory(loss_fn, CKPTS, DATA, **dict(HP, step_size=-1.0))
+
+
+AUTO = dict(nbeta=20.0, num_chains=2, num_draws=60, batch_size=32, acceptance_checks=0, progress=False)
+
+
+def test_auto_step_one_epsilon_for_all_checkpoints_recorded_and_reused(tmp_path, monkeypatch):
+    import slt.calibration as calibration
+
+    calls = []
+    real = calibration.calibrate
+
+    def counting(loss, params, data, **kw):
+        calls.append(kw.get("localization"))
+        return real(loss, params, data, **kw)
+
+    monkeypatch.setattr(calibration, "calibrate", counting)
+    out = tmp_path / "auto.jsonl"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traj = llc_trajectory(loss_fn, CKPTS, DATA, out=out, step_size="auto", localization="scale",
+                              num_burnin="auto", calibrate_at=3, **AUTO)
+    assert len(calls) == 3  # first, middle, last
+    header, records = read_store(out)
+    (note,) = [r for r in records if r.get("kind") == "settings"]
+    assert header["config"]["llc"]["step_size"] == "auto" and header["config"]["llc"]["localization"] == "scale"
+    steps = {c["step_size"] for c in note["calibration"]["calibrations"].values()}
+    assert note["step_size"] == min(steps)  # the smallest healthy recommendation, for every checkpoint
+    from slt.localization import scale_localization
+
+    assert note["localization"] == pytest.approx(scale_localization(CKPTS[-1][1]))  # from the last checkpoint
+    assert len(traj) == len(STEPS)
+    assert all(d["burnin"]["steps"] > 0 for d in traj.diagnostics)  # automatic burn-in per group
+    # resumed with one checkpoint missing: the recorded choice is reused, nothing is calibrated again
+    lines = out.read_text().splitlines()
+    out.write_text("\n".join(lines[:-1]) + "\n")
+    calls.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        again = llc_trajectory(loss_fn, CKPTS, DATA, out=out, step_size="auto", localization="scale",
+                               num_burnin="auto", calibrate_at=3, **AUTO)
+    assert calls == [] and len(again) == len(STEPS)
+    assert [r for r in read_store(out)[1] if r.get("kind") == "settings"] == [note]
+
+
+def test_components_sweep_matches_each_component_run_alone():
+    from slt.llc import estimate_llc
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traj = llc_trajectory(loss_fn, CKPTS[:2], DATA, components={"first": "w1", "second": "w2"},
+                              checkpoints_per_group=2, progress=False, **HP)
+        kwargs = {k: v for k, v in HP.items()}
+        alone = estimate_llc(loss_fn, CKPTS[1][1], DATA, restrict="w2", **kwargs)
+        whole = estimate_llc(loss_fn, CKPTS[1][1], DATA, **kwargs)
+    assert set(traj.components) == {"first", "second"}
+    second = traj.components["second"]
+    np.testing.assert_allclose(second.llc_mean[1], alone.llc_mean, rtol=1e-5)
+    np.testing.assert_allclose(traj.llc_mean[1], whole.llc_mean, rtol=1e-5)
+    assert traj.components["first"].llc_mean[1] != pytest.approx(second.llc_mean[1])
+    assert second.diagnostics[1].get("warnings") is not None
