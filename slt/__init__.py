@@ -1,7 +1,9 @@
 """slt-jax: singular learning theory quantities for real training runs, in JAX.
 
 Public API (stable names):
-    estimate_llc, LLCResult           local learning coefficient at a checkpoint
+    estimate_llc, LLCResult           local learning coefficient at a checkpoint (restrict=: weight-refined)
+    estimate_llc_components           refined LLCs of many components in one compiled program
+    attention_heads, heads, layers    name components (slt.components)
     llc_trajectory, Trajectory        LLC over a sequence of checkpoints (resumable)
     detect_transitions, Transition    phase transitions in trajectories
     free_energy, FreeEnergyResult     WBIC and thermodynamic integration
@@ -28,7 +30,7 @@ from slt.fit import LearningCoefficientFit, fit_learning_coefficient
 # Eager: the function shares its name with its module, and a lazy export would be
 # shadowed by the module object after any `from slt.free_energy import ...`.
 from slt.free_energy import FreeEnergyResult, FreeEnergyTrajectory, free_energy, free_energy_trajectory
-from slt.llc import LLCResult, estimate_llc
+from slt.llc import LLCResult, estimate_llc, estimate_llc_components
 from slt.settings import LLCConfig, default_nbeta
 from slt.localization import scale_localization
 from slt.samplers.base import SAMPLERS
@@ -44,6 +46,9 @@ _LAZY = {
     "stage_boundaries": "slt.transitions",
     "Transition": "slt.transitions",
     "calibrate": "slt.calibration",
+    "attention_heads": "slt.components",
+    "heads": "slt.components",
+    "layers": "slt.components",
     "Calibration": "slt.calibration",
     "load_params": "slt.checkpoints",
     "save_params": "slt.checkpoints",
@@ -83,6 +88,7 @@ __all__ = [
     "SLTWarning",
     "default_nbeta",
     "estimate_llc",
+    "estimate_llc_components",
     "scale_localization",
     "from_equinox",
     "from_linen",

@@ -66,6 +66,12 @@ def _matches(pattern: str, path: str) -> bool:
     return any(fnmatch.fnmatchcase("/".join(parts[:i]), pattern) for i in range(1, len(parts) + 1))
 
 
+def _ends_with(path: str, pattern: str) -> bool:
+    """``pattern`` matches the end of ``path``: the whole path, its last keys ("c_attn/weight"), or the end of
+    a dotted key ("c_attn.weight" in "h.0.attn.c_attn.weight")."""
+    return any(fnmatch.fnmatchcase(path, p) for p in (pattern, f"*/{pattern}", f"*.{pattern}"))
+
+
 def _listing(paths: Sequence[str], n: int = 12) -> str:
     return ", ".join(paths[:n]) + (f", ... ({len(paths) - n} more)" if len(paths) > n else "")
 
@@ -168,7 +174,8 @@ def attention_heads(params: PyTree, path: str, num_heads: int, axis: int | Mappi
     ones); head i frees block i. ``axis``: one axis for all leaves, or ``{leaf-name pattern: axis}`` (leaves
     matching none are left out, e.g. a shared bias). ``fused``: ``{leaf-name pattern: k}`` for k matrices
     concatenated along the axis (a fused QKV weight: k = 3; head i frees block i of each). ``name`` prefixes
-    the component names (default: ``path`` + "/").
+    the component names (default: ``path`` + "/"). Leaf patterns match the end of a leaf's path
+    (``"W_Q"``, ``"c_attn/weight"``, or ``"c_attn.weight"`` of a dotted torch name).
     """
     require(isinstance(num_heads, int) and num_heads >= 1, f"num_heads must be an integer ≥ 1, got {num_heads!r}")
     leaves, treedef = jax.tree.flatten(params)
@@ -178,9 +185,8 @@ def attention_heads(params: PyTree, path: str, num_heads: int, axis: int | Mappi
     name = f"{path}/" if name is None else name
 
     def leaf_rule(p: str, rules, default):
-        leaf_name = p.split("/")[-1]
         if isinstance(rules, Mapping):
-            return next((v for pat, v in rules.items() if fnmatch.fnmatchcase(leaf_name, pat)), default)
+            return next((v for pat, v in rules.items() if _ends_with(p, pat)), default)
         return rules
 
     heads: list[list[np.ndarray]] = [[np.zeros(np.shape(x), bool) for x in leaves] for _ in range(num_heads)]
