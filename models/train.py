@@ -253,7 +253,7 @@ def _write_checkpoint(ckpt_dir: str, step: int, params, fmt: str, width: int) ->
 
 
 def _write_metrics(ckpt_dir: str, history: list[dict]) -> None:
-    from slt.checkpoints import _atomic_write_bytes
+    from slt.io import atomic_write_bytes
 
     text = "".join(json.dumps(rec) + "\n" for rec in history)
-    _atomic_write_bytes(os.path.join(ckpt_dir, "metrics.jsonl"), text.encode())
+    atomic_write_bytes(os.path.join(ckpt_dir, "metrics.jsonl"), text.encode())

@@ -38,7 +38,7 @@ from slt.validation import SLTInputError
 
 __version__ = "0.1.0"
 
-# Loaded on first use, so that `import slt` stays light (no matplotlib, orbax, ruptures).
+# Loaded on first use, so that `import slt` stays light (no matplotlib, orbax, torch).
 _LAZY = {
     "llc_trajectory": "slt.trajectory",
     "Trajectory": "slt.trajectory",

@@ -64,7 +64,7 @@ from slt import validation as check
 from slt.curvature import top_hessian_eigenvalue
 from slt.settings import validate_llc_inputs
 from slt.localization import resolve_localization
-from slt.store import jsonable
+from slt.io import jsonable
 from slt.losses import initial_loss
 from slt.posterior import Hyperparameters
 from slt.samplers.base import get_sampler

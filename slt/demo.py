@@ -26,7 +26,7 @@ from typing import Callable
 
 import numpy as np
 
-from slt.store import jsonable
+from slt.io import atomic_write_json, jsonable
 
 __all__ = ["DemoSettings", "SETTINGS", "run_grokking_demo", "first_step_reaching"]
 
@@ -79,9 +79,7 @@ def first_step_reaching(steps, values, level: float = THRESHOLD_ACC):
 
 
 def _atomic_json(path: str, obj) -> None:
-    from slt.checkpoints import _atomic_write_bytes
-
-    _atomic_write_bytes(path, (json.dumps(jsonable(obj), indent=1) + "\n").encode())
+    atomic_write_json(path, obj)
 
 
 def _train(out: str, settings: DemoSettings, seed: int, task, restart: bool, log) -> dict:
@@ -199,9 +197,9 @@ def run_grokking_demo(
     report.pop("_transitions")
     report["timing"]["total_seconds_this_run"] = time.perf_counter() - t_start
     _atomic_json(os.path.join(out, "report.json"), report)
-    from slt.checkpoints import _atomic_write_bytes
+    from slt.io import atomic_write_bytes
 
-    _atomic_write_bytes(os.path.join(out, "report.md"), report_markdown(report).encode())
+    atomic_write_bytes(os.path.join(out, "report.md"), report_markdown(report).encode())
     log(f"wrote {out}/report.json, report.md, llc.png in {report['timing']['total_seconds_this_run']:.1f} s")
     return report
 

@@ -64,7 +64,7 @@ class LearningCoefficientFit:
 
     def to_dict(self) -> dict:
         """JSON-serialisable fit (λ, m, c with errors, χ², warnings)."""
-        from slt.store import jsonable
+        from slt.io import jsonable
 
         return jsonable(asdict(self))
 

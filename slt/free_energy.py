@@ -67,7 +67,7 @@ import numpy as np
 from slt import diagnostics as diag
 from slt import validation as check
 from slt.settings import validate_llc_inputs
-from slt.store import jsonable
+from slt.io import jsonable
 from slt.losses import initial_loss
 from slt.posterior import Hyperparameters
 from slt.curvature import mean_hessian_eigenvalue, prior_curvature

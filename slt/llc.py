@@ -20,7 +20,7 @@ from slt.burnin import AutoBurnin, burnin_warnings
 from slt.localization import resolve_localization
 from slt.losses import initial_loss
 from slt.settings import LLCConfig, validate_llc_inputs
-from slt.store import jsonable
+from slt.io import jsonable
 from slt.sampling import SamplingResult
 from slt.units import Unit, run_units
 

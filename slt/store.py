@@ -34,13 +34,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import math
 import os
-import tempfile
 from typing import Any, Iterable
 
-import numpy as np
 
+from slt.io import atomic_write_bytes, jsonable  # noqa: F401 (jsonable: re-exported)
 from slt.validation import SLTInputError
 
 __all__ = ["TrajectoryStore", "StoreError", "StoreMismatchError", "read_store", "FORMAT", "VERSION"]
@@ -55,25 +53,6 @@ class StoreError(SLTInputError):
 
 class StoreMismatchError(StoreError):
     """The store was made with different settings than the current run."""
-
-
-def jsonable(obj: Any) -> Any:
-    """Plain-JSON form: numpy → Python, tuples → lists, NaN/Inf → None."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    if hasattr(obj, "shape") and np.shape(obj) == ():  # jax scalar
-        return jsonable(np.asarray(obj).item())
-    return obj
 
 
 def _dumps(obj: Any) -> str:
@@ -258,19 +237,7 @@ class TrajectoryStore:
             "meta": self.meta,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
-        d = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(d, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(self.path), dir=d)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write((_dumps(header) + "\n").encode())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write_bytes(self.path, (_dumps(header) + "\n").encode())
         self.header, self.records = json.loads(_dumps(header)), []
         self._fh = open(self.path, "r+b")
         self._lock()

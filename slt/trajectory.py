@@ -43,7 +43,8 @@ from slt.localization import scale_localization
 from slt.losses import initial_loss
 from slt.settings import LLCConfig, validate_llc_inputs
 from slt.sources import Item, checkpoint_items, load_checkpoint, signature
-from slt.store import TrajectoryStore, jsonable, read_store, records_by_step
+from slt.io import jsonable
+from slt.store import TrajectoryStore, read_store, records_by_step
 from slt.units import Unit, run_units
 
 __all__ = ["llc_trajectory", "Trajectory", "auto_group_size"]
