@@ -31,9 +31,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from slt import theory
 from slt.models.train import Task
 
-__all__ = ["DLN", "to_theory_widths", "make_target_kernels", "product", "dln_data", "dln_loss", "make_dln_task"]
+__all__ = ["DLN", "to_theory_widths", "make_target_kernels", "product", "dln_loss", "make_dln_task"]
 
 
 class DLN(nnx.Module):
@@ -115,12 +116,6 @@ def product(params) -> jax.Array:
     return out
 
 
-def dln_data(target, n: int, rng=0, *, low: float = -10.0, high: float = 10.0) -> dict:
-    """No-noise data: x ~ U[low, high]^d_in, y = x·target. ``{"x": [n, d_in], "y": [n, d_out]}``."""
-    x = _rng(rng).uniform(low, high, (n, np.shape(target)[0])).astype(np.float32)
-    return {"x": jnp.asarray(x), "y": jnp.asarray(x) @ jnp.asarray(target)}
-
-
 def dln_loss(pred, y):
     """Mean squared error over examples and outputs, (1/(n·d_out)) Σᵢ ‖yᵢ - predᵢ‖².
 
@@ -143,7 +138,7 @@ def make_dln_task(widths: Sequence[int], rank: int, n: int, seed: int = 0, const
     product rank ``rank`` is built (:func:`make_target_kernels`). ``task.params`` (pure dict
     ``{"layers": {i: {"kernel": W_i}}}``) is the true parameter;
     ``task.meta``: ``widths``, ``theory_widths`` (output → input), ``rank``,
-    ``lam`` and ``multiplicity`` from :func:`slt.theory.dln` (None if
+    ``lam`` and ``multiplicity`` from :func:`slt.theory.dln`,
     unavailable), ``num_params``, ``target`` (the product), ``graphdef``.
     """
     widths = [int(w) for w in widths]
@@ -160,14 +155,8 @@ def make_dln_task(widths: Sequence[int], rank: int, n: int, seed: int = 0, const
     # y from the network's own forward pass, so that L(w*) is 0 to rounding.
     data = {"x": x, "y": jax.jit(lambda p, x: nnx.merge(graphdef, p)(x))(params, x)}
 
-    lam = mult = None
-    try:
-        from slt import theory
-
-        lc = theory.dln(to_theory_widths(widths), int(rank))
-        lam, mult = float(lc.lam), int(lc.multiplicity)
-    except (ImportError, AttributeError):  # theory module not available
-        pass
+    lc = theory.dln(to_theory_widths(widths), int(rank))
+    lam, mult = float(lc.lam), int(lc.multiplicity)
     meta = {
         "widths": widths,
         "theory_widths": to_theory_widths(widths),
