@@ -139,7 +139,7 @@ def make_dln_task(widths: Sequence[int], rank: int, n: int, seed: int = 0, const
     ``{"layers": {i: {"kernel": W_i}}}``) is the true parameter;
     ``task.meta``: ``widths``, ``theory_widths`` (output → input), ``rank``,
     ``lam`` and ``multiplicity`` from :func:`slt.theory.dln`,
-    unavailable), ``num_params``, ``target`` (the product), ``graphdef``.
+    ``num_params``, ``target`` (the product), ``graphdef``.
     """
     widths = [int(w) for w in widths]
     graphdef = _graphdef(tuple(widths))
