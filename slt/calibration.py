@@ -502,6 +502,109 @@ def calibrate(
       the measurements, ``.plot()`` draws them, ``.to_dict()`` records them.
     """
     start = time.perf_counter()
+    s = _session(loss_fn, params, data, nbeta=nbeta, localization=localization, batch_size=batch_size,
+                 sampler=sampler, seed=seed, sampler_options=sampler_options, target_acceptance=target_acceptance,
+                 step_sizes=step_sizes, num_steps=num_steps, points=points, halving_tolerance=halving_tolerance,
+                 halving_z=halving_z, max_rounds=max_rounds, max_replicates=max_replicates, init_loss=init_loss)
+    stab, curvature = _curvature_stage(s)
+    candidates = _sweep_stage(s, stab)
+    final, notes = _verify_stage(s, candidates)
+    choices = _choices(s, final, notes)
+    result = _recommendation(s, choices, curvature, localization_tolerance, start)
+    if warn:
+        for m in s.messages:
+            warnings.warn(m, diag.SLTWarning, stacklevel=2)
+    return result
+
+
+# --------------------------------------------------------------------------- the stages
+
+
+@dataclass
+class _Session:
+    """What every stage of a calibration shares: the problem, ONE program's settings, and the records so far.
+
+    Every call is the same compiled program: ``points`` chains per (nβ, γ) pair, ``num_steps`` steps; the
+    calls differ only in the per-chain step sizes and the seed.
+    """
+
+    loss_fn: Callable
+    params: PyTree
+    data: PyTree
+    combos: list  # the (nβ, γ) pairs swept
+    given_steps: list | None  # step_sizes, largest first (None: probe for them)
+    init_loss: float
+    n: int
+    batch: int
+    sampler: str
+    options: tuple
+    seed: int
+    config: RunConfig
+    burnin: int
+    target: float  # acceptance a healthy step must reach
+    halving_tolerance: float
+    halving_z: float
+    max_rounds: int
+    max_replicates: int
+    key: Any
+    table: list = field(default_factory=list)
+    messages: list = field(default_factory=list)
+    cost: dict = field(default_factory=lambda: {"chain_steps": 0, "compile_seconds": 0.0, "sample_seconds": 0.0,
+                                                "calls": {"probe": 0, "sweep": 0, "verify": 0}})
+    seed_index: int = 0
+
+    @property
+    def points(self) -> int:
+        return self.config.num_chains // len(self.combos)
+
+    @property
+    def num_steps(self) -> int:
+        return self.config.num_steps
+
+    def call(self, step_per_chain, stage: str, seed_index: int):
+        """One run of the program with these per-chain steps (chains ordered combo by combo)."""
+        chain_nbeta = np.repeat([c[0] for c in self.combos], self.points)
+        chain_gamma = np.repeat([c[1] for c in self.combos], self.points)
+        run = run_chains(
+            self.loss_fn, self.params, self.data,
+            Hyperparameters(np.asarray(step_per_chain, float), chain_nbeta, chain_gamma),
+            config=self.config, seed=jax.random.fold_in(self.key, seed_index),
+        )
+        self.cost["chain_steps"] += self.config.num_chains * self.num_steps
+        self.cost["compile_seconds"] += run.compile_seconds
+        self.cost["sample_seconds"] += run.sample_seconds
+        self.cost["calls"][stage] += 1
+        return run
+
+    def row(self, run, chains, c, step, stage) -> dict:
+        """The table row of chains ``chains`` of a run at step ``step`` for combo ``c``."""
+        r = {"stage": stage, "round": self.cost["calls"][stage], "step_size": float(step), "nbeta": c[0],
+             "localization": c[1]}
+        r.update(_measure(run, chains, c[0], self.burnin, self.init_loss))
+        r.update(llc_half=None, halving_diff=None, halving_se=None, halving_ok=None, slow_mixing=None, healthy=False,
+                 chosen=False)
+        r["healthy"] = _passes(r, self.target) and r["levelled"]
+        return r
+
+    def grid_stage(self, grids: dict, stage: str, index: int) -> dict:
+        """One chain per step: rows per combo, ε descending."""
+        steps = np.concatenate([grids[c] for c in self.combos])
+        run = self.call(steps, stage, index)
+        out = {}
+        for j, c in enumerate(self.combos):
+            out[c] = [self.row(run, np.array([j * self.points + k]), c, grids[c][k], stage) for k in range(self.points)]
+            self.table.extend(out[c])
+        return out
+
+    def next_seed(self) -> int:
+        self.seed_index += 1
+        return self.seed_index
+
+
+def _session(loss_fn, params, data, *, nbeta, localization, batch_size, sampler, seed, sampler_options,
+             target_acceptance, step_sizes, num_steps, points, halving_tolerance, halving_z, max_rounds,
+             max_replicates, init_loss) -> _Session:
+    """Check every setting (before anything is compiled) and set up the program every stage calls."""
     nbetas = _as_list("nbeta", nbeta, None)
     gammas = _as_list("localization", resolve_localization(localization, params), DEFAULT_LOCALIZATION)
     check.require(
@@ -521,123 +624,89 @@ def calibrate(
             )
             resolved.append((float(nb_value), float(g)))
     combos = _unique(resolved)
+    given = None
     if step_sizes is not None:
         given = sorted({check.positive_number("step_sizes", s) for s in np.ravel(step_sizes)}, reverse=True)
         check.require(len(given) > 0, "step_sizes is empty; pass step sizes or None to probe for them")
     options = tuple(sorted((sampler_options or {}).items()))
     has_acceptance = get_sampler(sampler).ACCEPTANCE is not None
-    if init_loss is None:
-        init_loss = initial_loss(loss_fn, params, data)
-    init_loss = float(init_loss)
-    burnin = num_steps // 2
-    messages: list[str] = []
-    table: list[dict] = []
-    cost = {"chain_steps": 0, "compile_seconds": 0.0, "sample_seconds": 0.0, "calls": {"probe": 0, "sweep": 0, "verify": 0}}
-    key = jax.random.PRNGKey(seed)
-    # ONE program for every stage: `points` chains per (nβ, γ), `num_steps` steps; calls differ only in ε.
     config = RunConfig(
-        sampler=sampler,
-        num_chains=points * len(combos),
-        num_steps=num_steps,
-        batch_size=batch,
-        sampler_options=options,
-        acceptance_every=max(1, num_steps // 50) if has_acceptance else 0,
+        sampler=sampler, num_chains=points * len(combos), num_steps=num_steps, batch_size=batch,
+        sampler_options=options, acceptance_every=max(1, num_steps // 50) if has_acceptance else 0,
     )
-    chain_nbeta = np.repeat([c[0] for c in combos], points)
-    chain_gamma = np.repeat([c[1] for c in combos], points)
+    return _Session(loss_fn, params, data, combos, given, float(initial_loss(loss_fn, params, data, init_loss)), n,
+                    batch, sampler, options, seed, config, num_steps // 2, float(target_acceptance),
+                    halving_tolerance, halving_z, max_rounds, max_replicates, jax.random.PRNGKey(seed))
 
-    def call(step_per_chain, stage, seed_index):
-        run = run_chains(
-            loss_fn, params, data, Hyperparameters(np.asarray(step_per_chain, float), chain_nbeta, chain_gamma),
-            config=config, seed=jax.random.fold_in(key, seed_index),
-        )
-        cost["chain_steps"] += config.num_chains * num_steps
-        cost["compile_seconds"] += run.compile_seconds
-        cost["sample_seconds"] += run.sample_seconds
-        cost["calls"][stage] += 1
-        return run
 
-    def row(run, chains, c, step, stage):
-        r = {"stage": stage, "round": cost["calls"][stage], "step_size": float(step), "nbeta": c[0], "localization": c[1]}
-        r.update(_measure(run, chains, c[0], burnin, init_loss))
-        r.update(llc_half=None, halving_diff=None, halving_se=None, halving_ok=None, slow_mixing=None, healthy=False,
-                 chosen=False)
-        r["healthy"] = _passes(r, target_acceptance) and r["levelled"]
-        return r
-
-    def grid_stage(grids, stage, index):
-        """One chain per step: rows per combo, ε descending."""
-        steps = np.concatenate([grids[c] for c in combos])
-        run = call(steps, stage, index)
-        out = {}
-        for j, c in enumerate(combos):
-            out[c] = [row(run, np.array([j * points + k]), c, grids[c][k], stage) for k in range(points)]
-            table.extend(out[c])
-        return out
-
-    # 1. curvature: stability limit ε_stab = 4 / (nβ·h + γ)
+def _curvature_stage(s: _Session) -> tuple[dict, dict]:
+    """1. Stability limit ε_stab = 4 / (nβ·h + γ) per combo, h the top Hessian eigenvalue of L at w*."""
     t0 = time.perf_counter()
-    rng = np.random.default_rng(seed)
-    idx = np.sort(rng.choice(n, size=min(n, max(batch, 256)), replace=False))
-    h = top_hessian_eigenvalue(loss_fn, params, jax.tree.map(lambda x: jnp.asarray(x)[idx], data), seed=seed)
-    stab = {c: 4.0 / max(c[0] * h + c[1], 1e-30) for c in combos}
+    rng = np.random.default_rng(s.seed)
+    idx = np.sort(rng.choice(s.n, size=min(s.n, max(s.batch, 256)), replace=False))
+    h = top_hessian_eigenvalue(s.loss_fn, s.params, jax.tree.map(lambda x: jnp.asarray(x)[idx], s.data), seed=s.seed)
+    stab = {c: 4.0 / max(c[0] * h + c[1], 1e-30) for c in s.combos}
     curvature = {
         "top_eigenvalue": h,
-        "stability_limit": stab[combos[0]],
-        "stability_limits": [{"nbeta": c[0], "localization": c[1], "stability_limit": stab[c]} for c in combos],
+        "stability_limit": stab[s.combos[0]],
+        "stability_limits": [{"nbeta": c[0], "localization": c[1], "stability_limit": stab[c]} for c in s.combos],
         "seconds": time.perf_counter() - t0,
     }
-    seed_index = 0
+    return stab, curvature
 
-    # 2. sweep: √2 apart, from ε_stab down (or the given steps); candidate = largest step passing (i)-(iii).
-    #    When the window misses the acceptance crossing, a probe one decade apart brackets it and the sweep is redone.
-    def probe(tops: dict) -> dict:
-        nonlocal seed_index
-        crossing: dict = {}
-        for _ in range(max_rounds):
-            pending = [c for c in tops if c not in crossing]
-            if not pending:
-                break
-            seed_index += 1
-            grid = {c: (tops[c] if c in tops else grids[c][0]) * 10.0 ** -np.arange(points) for c in combos}
-            rows = grid_stage(grid, "probe", seed_index)
-            for c in pending:
-                status, eps_x = _crossing(rows[c], target_acceptance)
-                if status == "ok":
-                    crossing[c] = eps_x
-                else:
-                    tops[c] *= 10.0 ** ((points - 2) if status == "up" else -(points - 1))
-        for c in tops:
-            if c not in crossing:
-                crossing[c] = tops[c] * 10.0 ** -(points // 2)
-                messages.append(
-                    f"nβ={c[0]:.4g}, γ={c[1]:g}: no step size brought the MALA acceptance across {target_acceptance} "
-                    f"in {max_rounds} probes; sweeping around ε = {crossing[c]:.3g}"
-                )
-        return crossing
 
-    if step_sizes is None:
-        grids = {c: stab[c] * 2.0 ** (-np.arange(points) / 2) for c in combos}
-    else:
-        padded = (given * points)[:points] if len(given) < points else given[:points]
-        if len(given) > points:
-            messages.append(f"only the {points} largest step_sizes are swept (points={points})")
-        grids = {c: np.array(sorted(padded, reverse=True), float) for c in combos}
-    candidates: dict = {}
-    probed: set = set()
-    rounds = max_rounds if step_sizes is None else 1
-    for rnd in range(rounds):
-        pending = [c for c in combos if c not in candidates]
+def _probe(s: _Session, grids: dict, tops: dict) -> dict:
+    """Decades down from ``tops`` until each combo's MALA acceptance crosses the target: ε at the crossing."""
+    crossing: dict = {}
+    for _ in range(s.max_rounds):
+        pending = [c for c in tops if c not in crossing]
         if not pending:
             break
-        seed_index += 1
-        rows = grid_stage(grids, "sweep", seed_index)
+        grid = {c: (tops[c] if c in tops else grids[c][0]) * 10.0 ** -np.arange(s.points) for c in s.combos}
+        rows = s.grid_stage(grid, "probe", s.next_seed())
+        for c in pending:
+            status, eps_x = _crossing(rows[c], s.target)
+            if status == "ok":
+                crossing[c] = eps_x
+            else:
+                tops[c] *= 10.0 ** ((s.points - 2) if status == "up" else -(s.points - 1))
+    for c in tops:
+        if c not in crossing:
+            crossing[c] = tops[c] * 10.0 ** -(s.points // 2)
+            s.messages.append(
+                f"nβ={c[0]:.4g}, γ={c[1]:g}: no step size brought the MALA acceptance across {s.target} "
+                f"in {s.max_rounds} probes; sweeping around ε = {crossing[c]:.3g}"
+            )
+    return crossing
+
+
+def _sweep_stage(s: _Session, stab: dict) -> dict:
+    """2. Sweep √2 apart from ε_stab down (or the given steps): the candidate is the largest step passing
+    divergence, acceptance and levelling. When the window misses the acceptance crossing, a probe one
+    decade apart brackets it and the sweep is redone. Returns {combo: (step, note)}."""
+    points = s.points
+    if s.given_steps is None:
+        grids = {c: stab[c] * 2.0 ** (-np.arange(points) / 2) for c in s.combos}
+    else:
+        given = s.given_steps
+        padded = (given * points)[:points] if len(given) < points else given[:points]
+        if len(given) > points:
+            s.messages.append(f"only the {points} largest step_sizes are swept (points={points})")
+        grids = {c: np.array(sorted(padded, reverse=True), float) for c in s.combos}
+    candidates: dict = {}
+    probed: set = set()
+    rounds = s.max_rounds if s.given_steps is None else 1
+    for rnd in range(rounds):
+        pending = [c for c in s.combos if c not in candidates]
+        if not pending:
+            break
+        rows = s.grid_stage(grids, "sweep", s.next_seed())
         need_probe = {}
         for c in pending:
             mine = rows[c]
-            passing = [r for r in mine if _passes(r, target_acceptance)]
+            passing = [r for r in mine if _passes(r, s.target)]
             healthy = [r for r in mine if r["healthy"]]
-            missed = step_sizes is None and (mine[0]["healthy"] or not passing) and rnd < rounds - 1
+            missed = s.given_steps is None and (mine[0]["healthy"] or not passing) and rnd < rounds - 1
             if missed and c not in probed:
                 # up: even the top passed, probe 7 decades above it; down: nothing passed, probe below the bottom
                 need_probe[c] = grids[c][0] * 10.0 ** (points - 1) if mine[0]["healthy"] else grids[c][-1]
@@ -649,167 +718,169 @@ def calibrate(
                 candidates[c] = (
                     passing[0]["step_size"],
                     "the λ̂ trace did not level off within the calibration burn-in at any step with acceptable "
-                    f"acceptance; raise num_steps (now {num_steps})",
+                    f"acceptance; raise num_steps (now {s.num_steps})",
                 )
             else:
                 smallest = float(min(grids[c]))
                 candidates[c] = (smallest, f"no swept step passed; using the smallest, {smallest:.3g}")
         if need_probe:
-            crossing = probe(need_probe)
-            for c, eps_x in crossing.items():
+            for c, eps_x in _probe(s, grids, need_probe).items():
                 grids[c] = eps_x * GRID_TOP * 2.0 ** (-np.arange(points) / 2)
                 probed.add(c)
+    return candidates
 
-    # 3. verification: `points` chains at ε, ε/2 and ε/4 driven by the same noise (same seed, same chain index).
-    #    D1 = λ̂(ε) - λ̂(ε/2), D2 = λ̂(ε/2) - λ̂(ε/4). A D1 beyond tolerance is step-size bias if it shrinks as the
-    #    step halves (D2 ≈ D1/2), slow mixing if it does not (then the step is kept: a smaller one would mix
-    #    slower still). Coupled replicates are added (≤ max_replicates) while the reading is unclear.
-    current = {c: candidates[c][0] for c in combos}
-    notes = {c: candidates[c][1] for c in combos}
+
+def _coupled_replicates(s: _Session, current: dict, pending: list) -> dict:
+    """``points`` chains at ε, ε/2 and ε/4 on the same noise (same seed, same chain index), replicates added
+    (≤ max_replicates) while the reading is unclear: {combo: (rows at ε, ε/2, ε/4, halving analysis)}."""
+    points = s.points
+    stacks = {c: [[], [], []] for c in pending}
+    results: dict = {}
+    unresolved = list(pending)
+    for _rep in range(s.max_replicates):
+        seed_index = s.next_seed()
+        steps = np.repeat([current[c] for c in s.combos], points)
+        runs = [s.call(steps / 2**k, "verify", seed_index) for k in range(3)]  # same seed: coupled chains
+        for j, c in enumerate(s.combos):
+            if c in unresolved:
+                for k in range(3):
+                    stacks[c][k].append(_take(runs[k], np.arange(j * points, (j + 1) * points)))
+        for c in unresolved:
+            merged = [_concat(stack) for stack in stacks[c]]
+            everyone = np.arange(merged[0].loss_trace.shape[0])
+            rows = [s.row(m, everyone, c, current[c] / 2**k, "verify") for k, m in enumerate(merged)]
+            traces = [c[0] * m.loss_trace[:, s.burnin:].astype(np.float64) for m in merged]
+            results[c] = (rows, _halving_analysis(traces, rows, s.halving_z, s.halving_tolerance))
+        unresolved = [c for c in unresolved if not _clear(*results[c], s.target, s.halving_z, s.halving_tolerance)]
+        if not unresolved:
+            break
+    return results
+
+
+def _pick_verified(s: _Session, rows: list, h: dict) -> tuple[dict | None, bool]:
+    """(the row chosen among ε, ε/2, ε/4, or None to move down; whether an unclear reading was kept).
+
+    The largest step passing acceptance (at ε the sweep's single chain may have been lucky), if its
+    difference is within tolerance or reads as slow mixing (D2 ≥ D1/2); if it reads as bias (D2 ≈ D1/2),
+    the largest smaller step within tolerance.
+    """
+    a, b, q = rows
+    first = a if _passes(a, s.target) else b if _passes(b, s.target) else None
+    if first is None:
+        return None, False
+    if first["halving_ok"] is not False or h["slow"]:
+        return first, False
+    if h["bias"]:
+        if b["halving_ok"] is not False:  # ε/2 (reached only when first is ε, whose difference failed)
+            return b, False
+        if abs(h["d2"]) / 2 <= max(s.halving_tolerance * abs(q["llc"]), s.halving_z * b["halving_se"] / 2):
+            return q, False  # ε/4: the bias model predicts λ̂(ε/4) - λ̂(ε/8) ≈ D2/2 ± SE(D2)/2
+        return None, False
+    return first, True
+
+
+def _verify_stage(s: _Session, candidates: dict) -> tuple[dict, dict]:
+    """3. Coupled chains at ε, ε/2, ε/4: D1 = λ̂(ε) - λ̂(ε/2), D2 = λ̂(ε/2) - λ̂(ε/4). A D1 beyond tolerance is
+    step-size bias if it shrinks as the step halves (D2 ≈ D1/2), slow mixing if it does not (then the step
+    is kept: a smaller one would mix slower still). Returns ({combo: chosen row}, {combo: note})."""
+    current = {c: candidates[c][0] for c in s.combos}
+    notes = {c: candidates[c][1] for c in s.combos}
     final: dict = {}
-    for rnd in range(max_rounds):
-        pending = [c for c in combos if c not in final]
+    for rnd in range(s.max_rounds):
+        pending = [c for c in s.combos if c not in final]
         if not pending:
             break
-        stacks = {c: [[], [], []] for c in pending}
-        results: dict = {}
-        unresolved = list(pending)
-        for _rep in range(max_replicates):
-            seed_index += 1
-            steps = np.repeat([current[c] for c in combos], points)
-            runs = [call(steps / 2**k, "verify", seed_index) for k in range(3)]  # same seed: coupled chains
-            for j, c in enumerate(combos):
-                if c in unresolved:
-                    for k in range(3):
-                        stacks[c][k].append(_take(runs[k], np.arange(j * points, (j + 1) * points)))
-            for c in unresolved:
-                merged = [_concat(stack) for stack in stacks[c]]
-                everyone = np.arange(merged[0].loss_trace.shape[0])
-                rows = [row(m, everyone, c, current[c] / 2**k, "verify") for k, m in enumerate(merged)]
-                traces = [c[0] * m.loss_trace[:, burnin:].astype(np.float64) for m in merged]
-                results[c] = (rows, _halving_analysis(traces, rows, halving_z, halving_tolerance))
-            unresolved = [c for c in unresolved if not _clear(*results[c], target_acceptance, halving_z,
-                                                               halving_tolerance)]
-            if not unresolved:
-                break
-        last_round = rnd == max_rounds - 1
+        results = _coupled_replicates(s, current, pending)
+        last_round = rnd == s.max_rounds - 1
         for c in pending:
             rows, h = results[c]
             a, b, q = rows
-            table.extend(rows)
-            pick, kept_unclear = None, False
-
-            # the largest step passing acceptance (at ε the sweep's single chain may have been lucky) ...
-            first = a if _passes(a, target_acceptance) else b if _passes(b, target_acceptance) else None
-            if first is not None:
-                if first["halving_ok"] is not False or h["slow"]:
-                    pick = first  # ... within tolerance, or its difference is slow mixing (D2 ≥ D1/2)
-                elif h["bias"]:  # ... biased: D2 ≈ D1/2; the largest smaller step within tolerance:
-                    if b["halving_ok"] is not False:  # ε/2 (reached only when first is ε, whose difference failed)
-                        pick = b
-                    elif abs(h["d2"]) / 2 <= max(halving_tolerance * abs(q["llc"]), halving_z * b["halving_se"] / 2):
-                        pick = q  # ε/4: the bias model predicts λ̂(ε/4) - λ̂(ε/8) ≈ D2/2 ± SE(D2)/2
-                else:
-                    pick, kept_unclear = first, True
+            s.table.extend(rows)
+            pick, kept_unclear = _pick_verified(s, rows, h)
             if pick is None and not last_round:
-                current[c] /= 8 if _passes(b, target_acceptance) else 4
+                current[c] /= 8 if _passes(b, s.target) else 4
                 continue
             if pick is None:
                 pick = q
-                notes[c] = notes[c] or f"λ̂ still depends on the step size after {max_rounds} verification rounds"
-            for r in rows:
-                r["healthy"] = r["healthy"] and (r["halving_ok"] is not False or (r is a and h["slow"]))
-            pick["slow_mixing"] = h["slow"]
-            pick["healthy"] = bool(
-                _passes(pick, target_acceptance) and pick["levelled"]
-                and (pick["halving_ok"] is not False or h["slow"] or pick is q)
-            )
-            if h["slow"] and pick is a and not notes[c]:
-                notes[c] = (
-                    f"λ̂(ε) - λ̂(ε/2) = {h['d1']:.3g} does not shrink at half the step (λ̂(ε/2) - λ̂(ε/4) = "
-                    f"{h['d2']:.3g}): λ̂ is still rising after the calibration's short runs (slow modes), which a "
-                    "smaller step would only slow down; estimate with long runs and check that λ̂ levels off"
-                )
-            too_coarse = (
-                pick is not q and pick["halving_ok"] is not False and np.isfinite(_num(pick["halving_se"]))
-                and not _resolved(pick, halving_z, halving_tolerance)
-            )
-            if not h["slow"] and (kept_unclear or too_coarse):
-                bound = 2 * (abs(pick["halving_diff"]) + halving_z * pick["halving_se"]) / max(abs(pick["llc"]), 1e-12)
-                messages.append(
-                    f"nβ={c[0]:.4g}, γ={c[1]:g}: λ̂(ε) - λ̂(ε/2) = {pick['halving_diff']:.3g} ± "
-                    f"{pick['halving_se']:.2g} could not be resolved to {halving_tolerance:.1%} of λ̂ with "
-                    f"{pick['chains']} chains of {num_steps} steps: the step-size bias at ε = {pick['step_size']:.3g} "
-                    f"may be up to ~{bound:.0%}; raise points or num_steps, or use a smaller step"
-                )
-            if not pick["levelled"] and not notes[c]:
-                notes[c] = f"the λ̂ trace had not levelled off at the chosen step; raise num_steps (now {num_steps})"
+                notes[c] = notes[c] or f"λ̂ still depends on the step size after {s.max_rounds} verification rounds"
+            _settle(s, c, rows, h, pick, kept_unclear, notes)
             final[c] = pick
+    return final, notes
 
+
+def _settle(s: _Session, c, rows: list, h: dict, pick: dict, kept_unclear: bool, notes: dict) -> None:
+    """Mark the verified rows' health, and note what the chosen step leaves unsettled."""
+    a, _, q = rows
+    for r in rows:
+        r["healthy"] = r["healthy"] and (r["halving_ok"] is not False or (r is a and h["slow"]))
+    pick["slow_mixing"] = h["slow"]
+    pick["healthy"] = bool(
+        _passes(pick, s.target) and pick["levelled"]
+        and (pick["halving_ok"] is not False or h["slow"] or pick is q)
+    )
+    if h["slow"] and pick is a and not notes[c]:
+        notes[c] = (
+            f"λ̂(ε) - λ̂(ε/2) = {h['d1']:.3g} does not shrink at half the step (λ̂(ε/2) - λ̂(ε/4) = "
+            f"{h['d2']:.3g}): λ̂ is still rising after the calibration's short runs (slow modes), which a "
+            "smaller step would only slow down; estimate with long runs and check that λ̂ levels off"
+        )
+    too_coarse = (
+        pick is not q and pick["halving_ok"] is not False and np.isfinite(_num(pick["halving_se"]))
+        and not _resolved(pick, s.halving_z, s.halving_tolerance)
+    )
+    if not h["slow"] and (kept_unclear or too_coarse):
+        bound = 2 * (abs(pick["halving_diff"]) + s.halving_z * pick["halving_se"]) / max(abs(pick["llc"]), 1e-12)
+        s.messages.append(
+            f"nβ={c[0]:.4g}, γ={c[1]:g}: λ̂(ε) - λ̂(ε/2) = {pick['halving_diff']:.3g} ± "
+            f"{pick['halving_se']:.2g} could not be resolved to {s.halving_tolerance:.1%} of λ̂ with "
+            f"{pick['chains']} chains of {s.num_steps} steps: the step-size bias at ε = {pick['step_size']:.3g} "
+            f"may be up to ~{bound:.0%}; raise points or num_steps, or use a smaller step"
+        )
+    if not pick["levelled"] and not notes[c]:
+        notes[c] = f"the λ̂ trace had not levelled off at the chosen step; raise num_steps (now {s.num_steps})"
+
+
+def _choices(s: _Session, final: dict, notes: dict) -> list[dict]:
+    """One row per (nβ, γ): the chosen step and what it measured."""
     choices = []
-    for c in combos:
+    for c in s.combos:
         r = final[c]
         r["chosen"] = True
-        choices.append(
-            {
-                "nbeta": c[0],
-                "localization": c[1],
-                "step_size": r["step_size"],
-                "llc": r["llc"],
-                "llc_mcse": r["llc_mcse"],
-                "llc_half": r["llc_half"],
-                "halving_diff": r["halving_diff"],
-                "halving_se": r["halving_se"],
-                "acceptance": r["acceptance"],
-                "healthy": bool(r["healthy"]),
-                "status": notes[c] or "ok",
-            }
-        )
+        choices.append({
+            "nbeta": c[0], "localization": c[1], "step_size": r["step_size"], "llc": r["llc"],
+            "llc_mcse": r["llc_mcse"], "llc_half": r["llc_half"], "halving_diff": r["halving_diff"],
+            "halving_se": r["halving_se"], "acceptance": r["acceptance"], "healthy": bool(r["healthy"]),
+            "status": notes[c] or "ok",
+        })
         if notes[c]:
-            messages.append(f"nβ={c[0]:.4g}, γ={c[1]:g}: {notes[c]}")
+            s.messages.append(f"nβ={c[0]:.4g}, γ={c[1]:g}: {notes[c]}")
+    return choices
 
-    # recommendation: the first nβ; γ from the plateau of λ̂(γ) when γ is swept
-    nb0 = combos[0][0]
+
+def _recommendation(s: _Session, choices: list, curvature: dict, localization_tolerance: float,
+                    start: float) -> Calibration:
+    """The first nβ; γ from the plateau of λ̂(γ) when γ is swept."""
+    nb0 = s.combos[0][0]
     gamma_rows = sorted((ch for ch in choices if ch["nbeta"] == nb0), key=lambda ch: ch["localization"])
     chosen_gamma = (
         gamma_rows[0]["localization"]
         if len(gamma_rows) == 1
-        else _pick_localization(gamma_rows, localization_tolerance, halving_z, messages)
+        else _pick_localization(gamma_rows, localization_tolerance, s.halving_z, s.messages)
     )
     chosen = next(ch for ch in choices if ch["nbeta"] == nb0 and ch["localization"] == chosen_gamma)
-    cost["seconds"] = time.perf_counter() - start
-    result = Calibration(
-        step_size=float(chosen["step_size"]),
-        nbeta=float(nb0),
-        localization=float(chosen_gamma),
-        num_burnin=int(burnin),
-        sampler=sampler,
-        batch_size=int(batch),
-        num_examples=int(n),
-        init_loss=init_loss,
-        target_acceptance=float(target_acceptance),
-        table=table,
-        choices=choices,
-        warnings=messages,
-        curvature=curvature,
-        cost=cost,
+    s.cost["seconds"] = time.perf_counter() - start
+    return Calibration(
+        step_size=float(chosen["step_size"]), nbeta=float(nb0), localization=float(chosen_gamma),
+        num_burnin=int(s.burnin), sampler=s.sampler, batch_size=int(s.batch), num_examples=int(s.n),
+        init_loss=s.init_loss, target_acceptance=s.target, table=s.table, choices=choices, warnings=s.messages,
+        curvature=curvature, cost=s.cost,
         settings={
-            "num_steps": num_steps,
-            "points": points,
-            "halving_tolerance": halving_tolerance,
-            "halving_z": halving_z,
-            "localization_tolerance": localization_tolerance,
-            "max_rounds": max_rounds,
-            "max_replicates": max_replicates,
-            "step_sizes": None if step_sizes is None else list(given),
-            "seed": seed,
-            "sampler_options": dict(options),
+            "num_steps": s.num_steps, "points": s.points, "halving_tolerance": s.halving_tolerance,
+            "halving_z": s.halving_z, "localization_tolerance": localization_tolerance, "max_rounds": s.max_rounds,
+            "max_replicates": s.max_replicates, "step_sizes": None if s.given_steps is None else list(s.given_steps),
+            "seed": s.seed, "sampler_options": dict(s.options),
         },
     )
-    if warn:
-        for m in messages:
-            warnings.warn(m, diag.SLTWarning, stacklevel=2)
-    return result
 
 
 def _pick_localization(rows: list[dict], tolerance: float, z: float, messages: list[str]) -> float:
