@@ -67,7 +67,7 @@ span half the run so far (:func:`climb_window`), at the level after
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -281,107 +281,144 @@ def burn_in(
     checkpoints of a sweep's group, the components of a refined estimate): the
     burn-in lasts until every group has levelled off.
     """
-    bar = None
+    b = _Burn(run_chunk, to_llc, rule, step_size, groups)
+    checking = adapt_step and rule.max_halvings > 0
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=rule.max_steps, desc="burn-in (until λ̂ levels off)", unit="step", leave=False)
-    # the levelling windows' segments: (loss trace, ε, LLC shift to the current step's level)
-    parts, window, state, steps, since_change = [], [], None, 0, 0
-    needed = rule.min_steps  # steps at the current step size before the windows are read
-    # bias checks while λ̂ still climbs, once the acceptance guard has halved the step: at the first reading of the
-    # restarted windows, then each time the run has doubled (none before: module docstring)
-    next_climb_check = float("inf")
-    changes: list[dict] = []
-    bias_checks: list[dict] = []
-    compile_s = sample_s = 0.0
-    levelled, m1, m2 = False, float("nan"), float("nan")
-
-    def coupled_chunk(keep_half: bool) -> tuple[dict, SamplingResult]:
-        """The next chunk at ε and at ε/2 from one state (:func:`bias_check`); the chains go on from the kept run."""
-        nonlocal compile_s, sample_s, state, steps
-        record, kept, runs = bias_check(run_chunk, state, rule.chunk, step_size, to_llc, rule)
-        kept = runs[1] if keep_half else kept
-        compile_s += sum(r.compile_seconds for r in runs)
-        sample_s += sum(r.sample_seconds for r in runs)
-        parts.append(kept.loss_trace)
-        state, steps = kept.final_state, steps + rule.chunk
-        if bar is not None:
-            bar.update(rule.chunk)
-        return record, kept
-
+        b.bar = tqdm(total=rule.max_steps, desc="burn-in (until λ̂ levels off)", unit="step", leave=False)
     try:
-        while steps < rule.max_steps:
-            k = min(rule.chunk, rule.max_steps - steps)
-            run = run_chunk(state, k, step_size)
-            compile_s += run.compile_seconds
-            sample_s += run.sample_seconds
-            parts.append(run.loss_trace)
-            window.append((run.loss_trace, step_size, 0.0))
-            state, steps, since_change = run.final_state, steps + k, since_change + k
-            if bar is not None:
-                bar.update(k)
-            if not np.any(np.asarray(state.divergent_step) < 0):
+        while b.steps < rule.max_steps:
+            run = b.advance(min(rule.chunk, rule.max_steps - b.steps))
+            if not np.any(np.asarray(b.state.divergent_step) < 0):
                 break  # every chain has diverged (the estimate reports it)
             acceptance = float(np.nanmean(run.acceptance)) if adapt_step and np.isfinite(run.acceptance).any() else None
             if acceptance is not None and acceptance < min_acceptance:
-                change = {"step": steps, "reason": "acceptance", "acceptance": acceptance,
-                          "from": step_size, "to": step_size / 2}
-                needed = climb_window(steps, rule)
-                next_climb_check = min(next_climb_check, steps + needed)
-                if steps + rule.chunk > rule.max_steps:  # no room to measure the level shift: the windows restart
-                    changes.append(change)
-                    step_size, window, since_change, levelled = step_size / 2, [], 0, False
-                    continue
-                # the next chunk at ε and at ε/2 from one state measures the level shift D; the chains go on at ε/2
-                measured, kept = coupled_chunk(keep_half=True)
-                changes.append({**change, **{key: measured[key] for key in ("difference", "se", "biased")}})
-                # a shift within the bias check's tolerance is taken out; a larger one is a bias that grew as the chains
-                # spread, not a constant: the windows restart
-                comparable = np.isfinite(measured["difference"]) and not measured["biased"]
-                window = shifted(window, measured["difference"]) if comparable else []
-                step_size, since_change, levelled = step_size / 2, rule.chunk, False
-                window.append((kept.loss_trace, step_size, 0.0))
+                b.halve_for_acceptance(acceptance)
                 continue
-            if since_change < needed:
+            if b.since_change < b.needed:
                 continue
-            levelled, m1, m2 = read_windows(window, to_llc, rule, groups)
-            if bar is not None and np.isfinite(m2):
-                bar.set_postfix_str(f"λ̂ windows {m1:.4g} → {m2:.4g}")
-            checking = adapt_step and rule.max_halvings > 0
-            if not levelled and not (checking and steps >= next_climb_check):
+            b.read()
+            if not b.levelled and not (checking and b.steps >= b.next_climb_check):
                 continue
-            if not checking:
+            if not checking or b.check_bias() == "stop":
                 break
-            skipped = ("max_halvings reached" if len(changes_by(changes, "bias")) >= rule.max_halvings
-                       else "no room for a check under max_steps" if steps + rule.chunk > rule.max_steps else None)
-            if skipped:
-                if not levelled:
-                    continue  # the windows decide; the check at the level records the skip
-                bias_checks.append({"step": steps, "step_size": step_size, "skipped": skipped})
-                break
-            check, kept = coupled_chunk(keep_half=False)
-            bias_checks.append({"step": steps - rule.chunk, "levelled": levelled, **check})
-            if not levelled:
-                next_climb_check = 2 * steps
-            if not check["biased"]:
-                if levelled:
-                    break
-                window.append((kept.loss_trace, step_size, 0.0))  # the ε run is the chunk the climb would have run next
-                since_change += rule.chunk
-                continue
-            changes.append({"step": steps - rule.chunk, "reason": "bias", "difference": check["difference"],
-                            "se": check["se"], "from": step_size, "to": step_size / 2})
-            # the windows restart: levelled chains need only the new step's own settling, during a climb they must
-            # see half the run again (a biased step's shift grew as the chains spread and cannot be taken out)
-            needed = rule.min_steps if levelled else climb_window(steps, rule)
-            step_size, since_change, levelled = step_size / 2, rule.chunk, False
-            window = [(kept.loss_trace, step_size, 0.0)]
     finally:
-        if bar is not None:
-            bar.close()
-    return BurninResult(steps, levelled, (m1, m2), state, np.concatenate(parts, axis=1), compile_s, sample_s,
-                        step_size, changes, bias_checks)
+        if b.bar is not None:
+            b.bar.close()
+    return BurninResult(b.steps, b.levelled, (b.m1, b.m2), b.state, np.concatenate(b.parts, axis=1), b.compile_s,
+                        b.sample_s, b.step_size, b.changes, b.bias_checks)
+
+
+@dataclass
+class _Burn:
+    """The state of a burn-in between chunks, and its steps (:func:`burn_in`)."""
+
+    run_chunk: Callable
+    to_llc: Callable
+    rule: AutoBurnin
+    step_size: float
+    groups: list | None
+    parts: list = field(default_factory=list)  # every chunk's loss trace, in order
+    window: list = field(default_factory=list)  # the levelling windows' segments: (loss trace, ε, LLC shift)
+    state: ChainState | None = None
+    steps: int = 0
+    since_change: int = 0
+    needed: int = 0  # steps at the current step size before the windows are read
+    # bias checks while λ̂ still climbs, once the acceptance guard has halved the step: at the first reading of the
+    # restarted windows, then each time the run has doubled (none before: module docstring)
+    next_climb_check: float = float("inf")
+    changes: list = field(default_factory=list)
+    bias_checks: list = field(default_factory=list)
+    compile_s: float = 0.0
+    sample_s: float = 0.0
+    levelled: bool = False
+    m1: float = float("nan")
+    m2: float = float("nan")
+    bar: Any = None
+
+    def __post_init__(self):
+        self.needed = self.rule.min_steps
+
+    def _took(self, runs, kept: SamplingResult, steps: int) -> None:
+        self.compile_s += sum(r.compile_seconds for r in runs)
+        self.sample_s += sum(r.sample_seconds for r in runs)
+        self.parts.append(kept.loss_trace)
+        self.state, self.steps = kept.final_state, self.steps + steps
+        if self.bar is not None:
+            self.bar.update(steps)
+
+    def advance(self, steps: int) -> SamplingResult:
+        """The next chunk at the current step; it joins the windows."""
+        run = self.run_chunk(self.state, steps, self.step_size)
+        self._took([run], run, steps)
+        self.window.append((run.loss_trace, self.step_size, 0.0))
+        self.since_change += steps
+        return run
+
+    def coupled_chunk(self, keep_half: bool) -> tuple[dict, SamplingResult]:
+        """The next chunk at ε and at ε/2 from one state (:func:`bias_check`); the chains go on from the kept run."""
+        record, kept, runs = bias_check(self.run_chunk, self.state, self.rule.chunk, self.step_size, self.to_llc,
+                                        self.rule)
+        kept = runs[1] if keep_half else kept
+        self._took(runs, kept, self.rule.chunk)
+        return record, kept
+
+    def halve_for_acceptance(self, acceptance: float) -> None:
+        """The acceptance guard: halve the step, with the level shift of the halving measured on the next chunk."""
+        rule, steps = self.rule, self.steps
+        change = {"step": steps, "reason": "acceptance", "acceptance": acceptance,
+                  "from": self.step_size, "to": self.step_size / 2}
+        self.needed = climb_window(steps, rule)
+        self.next_climb_check = min(self.next_climb_check, steps + self.needed)
+        if steps + rule.chunk > rule.max_steps:  # no room to measure the level shift: the windows restart
+            self.changes.append(change)
+            self.step_size, self.window, self.since_change, self.levelled = self.step_size / 2, [], 0, False
+            return
+        # the next chunk at ε and at ε/2 from one state measures the level shift D; the chains go on at ε/2
+        measured, kept = self.coupled_chunk(keep_half=True)
+        self.changes.append({**change, **{key: measured[key] for key in ("difference", "se", "biased")}})
+        # a shift within the bias check's tolerance is taken out; a larger one is a bias that grew as the chains
+        # spread, not a constant: the windows restart
+        comparable = np.isfinite(measured["difference"]) and not measured["biased"]
+        self.window = shifted(self.window, measured["difference"]) if comparable else []
+        self.step_size, self.since_change, self.levelled = self.step_size / 2, self.rule.chunk, False
+        self.window.append((kept.loss_trace, self.step_size, 0.0))
+
+    def read(self) -> None:
+        """Read the levelling windows."""
+        self.levelled, self.m1, self.m2 = read_windows(self.window, self.to_llc, self.rule, self.groups)
+        if self.bar is not None and np.isfinite(self.m2):
+            self.bar.set_postfix_str(f"λ̂ windows {self.m1:.4g} → {self.m2:.4g}")
+
+    def check_bias(self) -> str:
+        """The coupled ε vs ε/2 check of a calibrated step, at the level or during the climb: "stop" or "go on"."""
+        rule, steps = self.rule, self.steps
+        skipped = ("max_halvings reached" if len(changes_by(self.changes, "bias")) >= rule.max_halvings
+                   else "no room for a check under max_steps" if steps + rule.chunk > rule.max_steps else None)
+        if skipped:
+            if not self.levelled:
+                return "go on"  # the windows decide; the check at the level records the skip
+            self.bias_checks.append({"step": steps, "step_size": self.step_size, "skipped": skipped})
+            return "stop"
+        record, kept = self.coupled_chunk(keep_half=False)
+        self.bias_checks.append({"step": steps, "levelled": self.levelled, **record})
+        if not self.levelled:
+            self.next_climb_check = 2 * self.steps
+        if not record["biased"]:
+            if self.levelled:
+                return "stop"
+            self.window.append((kept.loss_trace, self.step_size, 0.0))  # the ε run is the chunk the climb would have run next
+            self.since_change += rule.chunk
+            return "go on"
+        self.changes.append({"step": steps, "reason": "bias", "difference": record["difference"],
+                             "se": record["se"], "from": self.step_size, "to": self.step_size / 2})
+        # the windows restart: levelled chains need only the new step's own settling, during a climb they must
+        # see half the run again (a biased step's shift grew as the chains spread and cannot be taken out)
+        self.needed = rule.min_steps if self.levelled else climb_window(self.steps, rule)
+        self.step_size, self.since_change, self.levelled = self.step_size / 2, rule.chunk, False
+        self.window = [(kept.loss_trace, self.step_size, 0.0)]
+        return "go on"
 
 
 def merge_runs(burn: BurninResult, draws: SamplingResult) -> SamplingResult:
