@@ -4,6 +4,7 @@ Public API (stable names):
     estimate_llc, LLCResult           local learning coefficient at a checkpoint (restrict=: weight-refined)
     estimate_llc_components           refined LLCs of many components in one compiled program
     attention_heads, heads, layers    name components (slt.components)
+    bayesian_influence, susceptibilities, bayes_quartet   posterior observables (BIF, χ, quartet and WAIC)
     llc_trajectory, Trajectory        LLC over a sequence of checkpoints (resumable)
     detect_transitions, Transition    phase transitions in trajectories
     free_energy, FreeEnergyResult     WBIC and thermodynamic integration
@@ -46,6 +47,12 @@ _LAZY = {
     "stage_boundaries": "slt.transitions",
     "Transition": "slt.transitions",
     "calibrate": "slt.calibration",
+    "bayesian_influence": "slt.influence",
+    "Influence": "slt.influence",
+    "susceptibilities": "slt.influence",
+    "Susceptibilities": "slt.influence",
+    "bayes_quartet": "slt.quartet",
+    "BayesQuartet": "slt.quartet",
     "attention_heads": "slt.components",
     "heads": "slt.components",
     "layers": "slt.components",

@@ -68,6 +68,25 @@ class LLCResult:
             out["loss_trace"] = self.loss_trace
         return jsonable(out)
 
+    def to_arviz(self, log_likelihood: np.ndarray | None = None):
+        """ArviZ InferenceData: posterior ``llc`` and ``loss`` [chains, draws] (the per-draw nβ·(L_B - L(w*)) and
+        L_B), sample_stats ``diverging``, the settings as attributes; ``log_likelihood`` [chains, draws, n]
+        (per-example log-likelihoods, e.g. from :func:`slt.bayes_quartet`) in its group. Diverged chains
+        are left out (ArviZ's diagnostics would average them in)."""
+        from slt.observables import _arviz
+
+        healthy = np.isfinite(self.llc_per_chain)
+        draws = self.loss_trace.shape[1]
+        diverging = np.zeros((int(healthy.sum()), draws), bool)
+        groups = {
+            "posterior": {"llc": self.llc_trace[healthy], "loss": self.loss_trace[healthy]},
+            "sample_stats": {"diverging": diverging},
+        }
+        if log_likelihood is not None:
+            groups["log_likelihood"] = {"x": np.asarray(log_likelihood)}
+        attrs = {k: (str(v) if isinstance(v, (dict, tuple, list)) else v) for k, v in self.config.to_dict().items()}
+        return _arviz().from_dict(**groups, attrs={**attrs, "init_loss": self.init_loss})
+
     def summary(self) -> str:
         """A readable report of the estimate and its health checks."""
         d = self.diagnostics
@@ -286,7 +305,7 @@ def estimate_llc_components(
     if whole_model:
         named = {**named, "model": None}
     masks = {name: None if r is None else restriction_mask(params, r) for name, r in named.items()}
-    plan = _plan(loss_fn, params, data, step_size=step_size, nbeta=nbeta, localization=localization,
+    plan = plan_estimate(loss_fn, params, data, step_size=step_size, nbeta=nbeta, localization=localization,
                  num_chains=num_chains, num_draws=num_draws, num_burnin=num_burnin, batch_size=batch_size,
                  sampler=sampler, seed=seed, steps_between_draws=steps_between_draws, sampler_options=sampler_options,
                  init_loss=init_loss)
@@ -306,7 +325,7 @@ def estimate_llc_components(
 
 
 @dataclass
-class _Plan:
+class EstimatePlan:
     """The settings of an estimate once "auto" and "scale" are resolved."""
 
     config: LLCConfig
@@ -315,8 +334,9 @@ class _Plan:
     calibration: Any
 
 
-def _plan(loss_fn, params, data, *, step_size, nbeta, localization, num_chains, num_draws, num_burnin, batch_size,
-          sampler, seed, steps_between_draws, sampler_options, init_loss) -> _Plan:
+def plan_estimate(loss_fn, params, data, *, step_size, nbeta=None, localization=1.0, num_chains=4, num_draws=1000,
+                  num_burnin=None, batch_size=None, sampler="sgld", seed=0, steps_between_draws=1,
+                  sampler_options=None, init_loss=None) -> EstimatePlan:
     """Check every setting (before anything is compiled), then resolve γ="scale", ε="auto" and the burn-in."""
     check.require(not isinstance(step_size, str) or step_size == "auto",
                   f'step_size must be a number or "auto", got {step_size!r}')
@@ -344,7 +364,7 @@ def _plan(loss_fn, params, data, *, step_size, nbeta, localization, num_chains, 
         steps_between_draws=int(steps_between_draws), batch_size=batch, num_examples=n, seed=int(seed),
         sampler_options=tuple(sorted((sampler_options or {}).items())),
     )
-    return _Plan(config, initial_loss(loss_fn, params, data, init_loss), auto_burnin, calibration)
+    return EstimatePlan(config, initial_loss(loss_fn, params, data, init_loss), auto_burnin, calibration)
 
 
 def resolve_burnin(num_burnin, *, auto_step: bool) -> AutoBurnin | None:

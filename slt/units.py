@@ -71,31 +71,36 @@ def program_layout(units: list[Unit], num_chains: int) -> tuple[PyTree, bool, Py
 
 def run_units(loss_fn: Callable, data: PyTree, units: list[Unit], config: LLCConfig, *, acceptance_checks: int = 100,
               progress: bool | None = None, desc: str = "sampling", devices=None,
-              auto_burnin: AutoBurnin | None = None, adapt_step: bool = False) -> UnitsRun:
+              auto_burnin: AutoBurnin | None = None, adapt_step: bool = False, observer=None, probes=None,
+              log_prior=None) -> UnitsRun:
     """Sample every unit with ``config`` (per unit: ``config.num_chains`` chains) as one program.
 
     ``auto_burnin``: burn in until every unit's λ̂ has levelled off (``config.num_burnin`` is then ignored);
-    ``adapt_step``: the burn-in may halve a calibrated step (:func:`slt.burnin.burn_in`).
+    ``adapt_step``: the burn-in may halve a calibrated step (:func:`slt.burnin.burn_in`). ``observer``
+    (:class:`slt.observables.Observer`, with its ``probes``) records statistics at the draws only, not
+    during the burn-in. ``log_prior``: sample exp(-nβ·L)·φ instead of the localized posterior.
     """
     k, count = config.num_chains, len(units)
     center, per_chain_center, mask, mask_mode = program_layout(units, k)
-    draws = replace(run_config(config, acceptance_checks=acceptance_checks, progress=progress),
+    plain = replace(run_config(config, acceptance_checks=acceptance_checks, progress=progress),
                     num_chains=count * k, center_per_chain=per_chain_center, mask=mask_mode)
+    draws = replace(plain, observer=observer)
     keys = np.tile(sampling.chain_keys(config.seed, k, sampling.prng_impl(draws)), (count, 1))
     hyper = Hyperparameters(config.step_size, config.nbeta, config.localization)
 
-    def run(run_cfg, step, state=None, return_state=False):
+    def run(run_cfg, step, state=None, return_state=False, observe_from=None):
         return sampling.run_chains(loss_fn, center, data, hyper._replace(step_size=step), config=run_cfg,
                                    chain_keys=keys, mask=mask, progress_desc=desc, devices=devices,
-                                   init_state=state, return_state=return_state)
+                                   init_state=state, return_state=return_state, log_prior=log_prior,
+                                   probes=probes, observe_from=observe_from)
 
     if auto_burnin is None:
-        whole = run(draws, config.step_size)
+        whole = run(draws, config.step_size, observe_from=config.num_burnin)
         return UnitsRun(split_units(whole, count, k), config)
     langevin = get_sampler(config.sampler).ACCEPTANCE == "checked"
 
     def run_chunk(state, steps, step):
-        chunk = replace(draws, num_steps=steps, progress_every=0,
+        chunk = replace(plain, num_steps=steps, progress_every=0,
                         acceptance_every=max(1, steps // 20) if adapt_step and langevin else 0)
         return run(chunk, step, state, return_state=True)
 
@@ -105,7 +110,7 @@ def run_units(loss_fn: Callable, data: PyTree, units: list[Unit], config: LLCCon
                    auto_burnin.resolved(draws.num_steps), step_size=config.step_size, adapt_step=adapt_step,
                    progress=show, groups=[np.arange(u * k, (u + 1) * k) for u in range(count)] if count > 1 else None)
     config = replace(config, num_burnin=burn.steps, step_size=burn.step_size)
-    whole = merge_runs(burn, run(draws, config.step_size, burn.state))
+    whole = merge_runs(burn, run(draws, config.step_size, burn.state, observe_from=burn.steps))
     return UnitsRun(split_units(whole, count, k), config, burn)
 
 
