@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import warnings
 
+import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 import slt
 from slt.posterior import Hyperparameters
@@ -52,3 +52,43 @@ def test_the_sgnht_thermostat_absorbs_gradient_noise_that_heats_sghmc():
     assert hot.llc_mean > 1.3 * exact, hot.llc_mean
     assert abs(thermostat.llc_mean - exact) < 0.03 * exact, (thermostat.llc_mean, exact)
     assert thermostat.diagnostics["mcse"] < 0.01 * exact  # the 3% band is far outside the noise
+
+
+# --------------------------------------------------------------------------- the noise (slt.samplers.noise)
+
+
+def test_the_float32_gaussian_is_jax_normal_with_a_more_accurate_erfinv():
+    from scipy import special
+
+    from slt.samplers.noise import COUNTER_HASH, erfinv_f32, standard_normal
+
+    x = np.concatenate([np.linspace(-1, 1, 2_000_001, dtype=np.float32)[1:-1],
+                        1 - np.float32(2.0) ** -np.arange(1, 24, dtype=np.float32)])  # to 1 - 2⁻²³ (uniforms stop at 1 - 3·2⁻²⁴)
+    exact = special.erfinv(x.astype(np.float64))
+    ours = np.asarray(jax.jit(erfinv_f32)(x), np.float64)
+    rel = np.max(np.abs(ours - exact) / np.maximum(np.abs(exact), 1e-30))
+    assert rel < 5e-7  # float32 rounding (XLA's own log1p form: 5.8e-6)
+    key = jax.random.key(3, impl=COUNTER_HASH)
+    z, ref = standard_normal(key, (100_000,)), jax.random.normal(key, (100_000,))
+    assert z.dtype == jnp.float32
+    np.testing.assert_allclose(z, ref, rtol=2e-5, atol=1e-6)  # the same uniform draw, value for value
+    half = standard_normal(key, (1000,), jnp.float16)  # other dtypes: jax.random.normal itself
+    assert np.array_equal(half, jax.random.normal(key, (1000,), jnp.float16))
+
+
+def test_counter_hash_noise_is_standard_normal_and_independent():
+    from scipy import stats
+
+    from slt.samplers.noise import COUNTER_HASH, standard_normal, tree_normal
+
+    keys = jax.random.split(jax.random.key(7, impl=COUNTER_HASH), 3)
+    z = np.asarray(jax.vmap(lambda k: standard_normal(k, (200_000,)))(keys), np.float64)
+    for row in z:
+        assert abs(row.mean()) < 0.015 and abs(row.var() - 1) < 0.015
+        assert stats.kstest(row, "norm").pvalue > 1e-4
+        assert abs(np.corrcoef(row[:-1], row[1:])[0, 1]) < 0.015
+    assert abs(np.corrcoef(z[0], z[1])[0, 1]) < 0.015
+    noise = tree_normal(keys[0], {"w": jnp.zeros((3, 5)), "b": jnp.zeros(4)})
+    assert noise["w"].shape == (3, 5) and noise["b"].shape == (4,)
+    idx = np.asarray(jax.random.randint(keys[0], (100_000,), 0, 10))
+    assert np.all(np.abs(np.bincount(idx, minlength=10) / 1e4 - 1) < 0.05)
