@@ -57,23 +57,42 @@ def train_run(quick: bool):
     return task, {"memorised": (memorised, by_step[memorised]), "grokked": (final, by_step[final])}, hist, grokked
 
 
-def influence_figure(results: dict, test, path: Path) -> None:
-    """Per checkpoint: the BIF matrix of the 64 most influential training examples × the first 64 queries,
-    and each query's top training example by |BIF| against the operand pair it shares."""
+RELATIONS = ("same answer", "shares an operand", "neither")
+
+
+def relations(train_x: np.ndarray, test_x: np.ndarray, p: int = 53) -> np.ndarray:
+    """[n_train, n_query] category of each (training, test) pair: 0 same answer (a+b ≡ a'+b' mod p),
+    1 shares an operand, 2 neither."""
+    same = (train_x.sum(1)[:, None] % p) == (test_x.sum(1)[None, :] % p)
+    shares = ((train_x[:, None, :, None] == test_x[None, :, None, :]).any(axis=(2, 3)))
+    return np.where(same, 0, np.where(shares, 1, 2))
+
+
+def relation_means(inf, rel: np.ndarray) -> list[tuple[float, float]]:
+    """(mean BIF, its standard error from the chains' spread) per relation."""
+    out = []
+    for k in range(len(RELATIONS)):
+        per = np.array([c[rel == k].mean() for c in inf.per_chain])
+        out.append((float(inf.values[rel == k].mean()), float(per.std(ddof=1) / np.sqrt(len(per)))))
+    return out
+
+
+def influence_figure(means: dict, path: Path) -> None:
+    """Mean BIF of (training, test) pairs by how they are related, per checkpoint."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(10, 4.6), constrained_layout=True)
-    axes = fig.subplots(1, len(results))
-    for ax, (label, (step, inf)) in zip(np.atleast_1d(axes), results.items()):
-        v = inf.values[:, :64]
-        rows = np.argsort(-np.abs(v).max(axis=1))[:64]
-        lim = np.abs(v[rows]).max()
-        im = ax.imshow(v[rows], cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
-        ax.set_title(f"{label} (step {step})", fontsize="medium")
-        ax.set_xlabel("test example (first 64 of 256)")
-        ax.set_ylabel("training example (64 most influential)")
-        fig.colorbar(im, ax=ax, shrink=0.8, label="BIF = -Cov(ℓ_train, ℓ_test)")
-    fig.suptitle("Bayesian influence of training on test examples, grokking MLP", fontsize="medium")
+    fig = Figure(figsize=(7, 3.6), constrained_layout=True)
+    ax = fig.subplots()
+    x = np.arange(len(RELATIONS))
+    width = 0.8 / len(means)
+    for i, (label, (step, rows)) in enumerate(means.items()):
+        ax.bar(x + (i - (len(means) - 1) / 2) * width, [m for m, _ in rows], width, yerr=[e for _, e in rows],
+               capsize=3, label=f"{label} (step {step})")
+    ax.axhline(0, color="k", lw=0.6)
+    ax.set_xticks(x, RELATIONS)
+    ax.set_ylabel("mean BIF = -Cov(ℓ_train, ℓ_test)")
+    ax.set_title("Which training examples influence a test example (a + b mod 53), grokking MLP", fontsize="medium")
+    ax.legend(fontsize="small")
     fig.savefig(path, dpi=110)
 
 
@@ -143,11 +162,14 @@ def main(argv=None):
         chi[label] = (step, slt.susceptibilities(task.loss_fn, params, task.train_data, probes,
                                                  components="layers", observe_every=5, **sampling))
         quartets[label] = (step, slt.bayes_quartet(task.loss_fn, params, task.train_data, test, loo=False,
-                                                   observe_every=5, **{**sampling, "nbeta": None}))
+                                                   observe_every=5, **{**sampling, "nbeta": None,
+                                                                       "step_size": "auto", "num_burnin": "auto"}))
         print(label, step, "done", flush=True)
     img = DOCS / "img"
     img.mkdir(exist_ok=True)
-    influence_figure(influence, test, img / "grokking_bif.png")
+    rel = relations(np.asarray(task.train_data["x"]), np.asarray(test["x"]))
+    by_relation = {label: (step, relation_means(inf, rel)) for label, (step, inf) in influence.items()}
+    influence_figure(by_relation, img / "grokking_bif.png")
     susceptibility_figure(chi, img / "grokking_susceptibility.png")
 
     rows = []
@@ -157,8 +179,9 @@ def main(argv=None):
         h = hist[step]
         rows.append([label, step, f"{h['train_acc']:.2f} / {h['test_acc']:.2f}", f"{np.median(strongest):.3g}",
                      f"{np.mean(z > 3):.1%}", f"{inf.llc.llc_mean:.1f}"])
+        rows[-1] += [f"{m:+.3g} ± {e:.2g}" for m, e in by_relation[label][1]]
     bif_table = markdown_table(["checkpoint", "step", "train / test acc", "median over queries of max |BIF|",
-                                "entries > 3 se", "λ̂ (same run)"], rows)
+                                "entries > 3 se", "λ̂ (same run)"] + [f"mean BIF, {r}" for r in RELATIONS], rows)
     rows = []
     for label, (step, s) in chi.items():
         for i, name in enumerate(s.observables):
@@ -178,7 +201,8 @@ def main(argv=None):
         f"4 chains × {draws} draws after 500 burn-in, observed every 5 steps.", "",
         "![BIF](img/grokking_bif.png)", "", bif_table, "",
         "![susceptibilities](img/grokking_susceptibility.png)", "", chi_table, "",
-        "Bayes quartet (the local posterior at β = 1, γ = 5):", "", quartet_table, "",
+        "Bayes quartet (the local posterior at β = 1, γ = 5; nβ = n needs its own step: `step_size=\"auto\"` and "
+        "automatic burn-in):", "", quartet_table, "",
         f"**Cost of the BIF** against a plain LLC run of the same length (256 queries, all 1404 training examples "
         f"per observation; target ≤ 2×; met with observe_every ≥ "
         f"{next((k for k, r in zip((1, 5, 10), ratios[1:]) if r <= 2.0), 'none')}):", "", cost,

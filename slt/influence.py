@@ -63,14 +63,16 @@ class Influence:
 
 def bayesian_influence(loss_fn: Callable, params: PyTree, train_data: PyTree, query_data: PyTree, *, step_size,
                        chunk_size: int | None = DEFAULT_CHUNK, blocks: int = DEFAULT_BLOCKS, restrict=None,
-                       progress=None, devices=None, **estimate_kwargs) -> Influence:
+                       observe_every: int | None = None, progress=None, devices=None,
+                       **estimate_kwargs) -> Influence:
     """The Bayesian influence of every training example on every query example (Kreer et al. 2025).
 
     values[i, q] = -Cov_w(ℓ(zᵢ; w), ℓ(z_q; w)), w from the local posterior at ``params``
     (exp(-nβ·L_n(w) - γ/2·‖w - w*‖²), sampled as :func:`slt.estimate_llc` would: same arguments, e.g.
     ``num_chains``, ``num_draws``, ``nbeta``, ``localization``, ``restrict``; ``step_size="auto"`` works).
     ℓ(z; w) = ``loss_fn(w, batch of z alone)``. At every draw the per-example losses on both sets are
-    evaluated (in chunks of ``chunk_size``) and the running sums Σℓ, Σℓ_q and Σℓᵢℓ_q accumulated per
+    evaluated (in chunks of ``chunk_size``; ``observe_every=k``: every k steps instead, which cuts the cost
+    when the sets are large against the minibatch) and the running sums Σℓ, Σℓ_q and Σℓᵢℓ_q accumulated per
     (chain, block); the error is the delete-one-batch jackknife over the chains × ``blocks`` batches.
     Memory: chains × blocks × n_train × n_query floats.
     """
@@ -81,13 +83,13 @@ def bayesian_influence(loss_fn: Callable, params: PyTree, train_data: PyTree, qu
                         crosses=(("train", "query"),), blocks=blocks)
     llc, batches, _ = sample_observations(loss_fn, params, train_data, observer, {"train": train_data, "query": query_data},
                                           restrict=restrict, progress=progress, devices=devices, step_size=step_size,
-                                          **estimate_kwargs)
+                                          observe_every=observe_every, **estimate_kwargs)
 
     def bif(means):
         return -covariance(means, "train", "query")
 
     values, stderr = jackknife(batches, bif)
-    settings = {**llc.config.to_dict(), "blocks": blocks, "chunk_size": chunk_size,
+    settings = {**llc.config.to_dict(), "blocks": blocks, "chunk_size": chunk_size, "observe_every": observe_every,
                 "n_train": int(values.shape[0]), "n_query": int(values.shape[1])}
     return Influence(values, stderr, np.stack(per_chain(batches, bif)) if batches.chains else np.empty((0,) + values.shape),
                      settings, llc, {"warnings": list(llc.diagnostics.get("warnings", []))})
@@ -140,7 +142,8 @@ def component_observable(loss_fn, center: PyTree, mask: PyTree) -> Callable:
 
 def susceptibilities(loss_fn: Callable, params: PyTree, train_data: PyTree, probes: Mapping[str, PyTree], *,
                      step_size, observables: Mapping[str, Callable] | None = None, components=None,
-                     blocks: int = DEFAULT_BLOCKS, progress=None, devices=None, **estimate_kwargs) -> Susceptibilities:
+                     blocks: int = DEFAULT_BLOCKS, observe_every: int | None = None, progress=None, devices=None,
+                     **estimate_kwargs) -> Susceptibilities:
     """The response of each observable to shifting the data towards each probe distribution.
 
     χ[c, p] = d/dh E_h[φ_c] at h = 0 for q_h = (1-h)·q_train + h·q_p, which by fluctuation–dissipation is
@@ -175,7 +178,8 @@ def susceptibilities(loss_fn: Callable, params: PyTree, train_data: PyTree, prob
     fn = _susceptibility_observable(loss_fn, tuple(names), tuple(phis[n] for n in names), tuple(probe_names))
     observer = Observer(fn, means=("phi", "delta"), crosses=(("phi", "delta"),), blocks=blocks)
     llc, batches, _ = sample_observations(loss_fn, params, train_data, observer, {"train": train_data, **probes},
-                                          progress=progress, devices=devices, step_size=step_size, **estimate_kwargs)
+                                          progress=progress, devices=devices, step_size=step_size,
+                                          observe_every=observe_every, **estimate_kwargs)
     nbeta = llc.nbeta
 
     def chi(means):

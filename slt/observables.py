@@ -146,6 +146,19 @@ def losses_on(loss_fn, names: Sequence[str], chunk: int | None = DEFAULT_CHUNK, 
     return _cached(loss_fn, ("losses", names, chunk, log_likelihood), build)
 
 
+def check_every(observe_every) -> int:
+    """A positive whole number of steps between observations."""
+    from slt.validation import positive_int
+
+    return positive_int("observe_every", observe_every)
+
+
+def observation_count(num_draws: int, steps_between_draws: int, observe_every: int | None) -> int:
+    """How many observations the draws make (the length a trace needs)."""
+    every = steps_between_draws if observe_every is None else observe_every
+    return -(-(num_draws * steps_between_draws) // every)
+
+
 def check_like(name: str, probe, data) -> None:
     """A probe set must look like the training data: the same pytree structure, per-example shapes and dtypes."""
     from slt.validation import SLTInputError, data_size
@@ -253,8 +266,10 @@ def _arviz():
 
 
 def sample_observations(loss_fn, params, data, observer: Observer, probes, *, restrict=None, log_prior=None,
-                        progress=None, devices=None, acceptance_checks: int = 100, **estimate_kwargs):
-    """Sample the local posterior as :func:`slt.estimate_llc` does, with ``observer`` recording at every draw.
+                        progress=None, devices=None, acceptance_checks: int = 100, observe_every: int | None = None,
+                        **estimate_kwargs):
+    """Sample the local posterior as :func:`slt.estimate_llc` does, with ``observer`` recording every
+    ``observe_every`` steps of the draws (default: at every draw, ``steps_between_draws``).
 
     Returns (the LLC estimate of the same run, its healthy chains' :class:`Batches`, the raw observations).
     One program: the observer is part of the sampling scan, the LLC comes from the same chains.
@@ -267,7 +282,8 @@ def sample_observations(loss_fn, params, data, observer: Observer, probes, *, re
 
     mask = None if restrict is None else restriction_mask(params, restrict)
     plan = plan_estimate(loss_fn, params, data, **estimate_kwargs)
-    observer = replace(observer, every=plan.config.steps_between_draws)
+    every = plan.config.steps_between_draws if observe_every is None else check_every(observe_every)
+    observer = replace(observer, every=every)
     sampled = run_units(loss_fn, data, [Unit(params, plan.init_loss, mask)], plan.config, observer=observer,
                         probes=probes, log_prior=log_prior, auto_burnin=plan.auto_burnin,
                         adapt_step=plan.calibration is not None, progress=progress, devices=devices,

@@ -33,7 +33,7 @@ import numpy as np
 from slt import validation as check
 from slt.io import jsonable
 from slt.observables import (DEFAULT_BLOCKS, DEFAULT_CHUNK, Observer, _arviz, check_like, jackknife, losses_on,
-                             per_example_losses, sample_observations, variance)
+                             observation_count, per_example_losses, sample_observations, variance)
 
 PyTree = Any
 QUANTITIES = ("bayes_train", "gibbs_train", "bayes_test", "gibbs_test", "functional_variance", "waic")
@@ -101,8 +101,8 @@ def check_per_example_nll(loss_fn, params, data, count: int = 8) -> None:
 
 def bayes_quartet(loss_fn: Callable, params: PyTree, train_data: PyTree, test_data: PyTree, *, step_size,
                   log_prior: Callable | None = None, nbeta: float | None = None, loo: bool = True,
-                  chunk_size: int | None = DEFAULT_CHUNK, blocks: int = DEFAULT_BLOCKS, progress=None, devices=None,
-                  **estimate_kwargs) -> BayesQuartet:
+                  chunk_size: int | None = DEFAULT_CHUNK, blocks: int = DEFAULT_BLOCKS, observe_every: int | None = None,
+                  progress=None, devices=None, **estimate_kwargs) -> BayesQuartet:
     """The Bayes quartet and WAIC of the posterior at ``params`` (module docstring), from one sampling run.
 
     ``loss_fn`` must be the per-example negative log-likelihood averaged over the batch (checked on a few
@@ -121,7 +121,8 @@ def bayes_quartet(loss_fn: Callable, params: PyTree, train_data: PyTree, test_da
         check_prior(log_prior, params)
         check.require(nbeta is None or nbeta == n, "with log_prior the quartet is that of the Bayes posterior: nβ = n")
     nbeta = float(n) if nbeta is None else nbeta
-    draws = int(estimate_kwargs.get("num_draws", 1000))
+    draws = observation_count(int(estimate_kwargs.get("num_draws", 1000)),
+                              int(estimate_kwargs.get("steps_between_draws", 1)), observe_every)
     observer = Observer(
         losses_on(loss_fn, ("train", "test"), chunk_size, log_likelihood=True), means=("train", "test"),
         squares=("train",), logsumexp=("logp:train", "logp:test"), traces=("logp:train",) if loo else (),
@@ -130,7 +131,7 @@ def bayes_quartet(loss_fn: Callable, params: PyTree, train_data: PyTree, test_da
     llc, batches, raw = sample_observations(loss_fn, params, train_data, observer,
                                             {"train": train_data, "test": test_data}, log_prior=log_prior,
                                             nbeta=nbeta, progress=progress, devices=devices, step_size=step_size,
-                                            **estimate_kwargs)
+                                            observe_every=observe_every, **estimate_kwargs)
     beta = nbeta / n
 
     def quartet(m):
