@@ -10,6 +10,8 @@ import numpy as np
 __all__ = ["plot_trajectory", "plot_grokking"]
 
 LLC_COLOR = "tab:blue"
+# transitions in plot_grokking: not green/red, which are the train/test curves and their accuracy markers there
+GROKKING_TRANSITION_COLORS = {"rise": "tab:purple", "fall": "tab:orange", "stage_boundary": "tab:gray"}
 
 
 def _save(fig, path) -> None:
@@ -38,7 +40,8 @@ def plot_trajectory(traj, ax=None, *, log_x: bool = False, transitions=None, pat
     """LLC mean over steps with a ±1 sd (across chains) band; failed checkpoints as ×.
 
     ``transitions``: a list of :class:`slt.transitions.Transition` (drawn with
-    :func:`slt.transitions.plot_transitions`), or True to run
+    :func:`slt.transitions.plot_transitions`: a line at each step, a band over
+    its window, both named in the legend), or True to run
     ``traj.detect()``. ``log_x``: log step axis (step-0 points are dropped).
     ``path``: save the figure there. Returns the Axes.
     """
@@ -74,9 +77,12 @@ def plot_grokking(steps, llc_mean, llc_std, metrics: Mapping[str, Sequence[float
     """Three panels over training steps: LLC ± sd; train/test accuracy; train/test loss (log y).
 
     Each panel shows the transitions of its own signals (the per-signal
-    ``members`` of grouped transitions: rises green, falls red, stage
-    boundaries grey); dotted verticals mark where train (green) and test (red)
-    accuracy first reach 0.95. Returns the Figure.
+    ``members`` of grouped transitions that moved on their own, co-moving ones
+    left out): rises purple, falls orange, dashed at the step where half the
+    change is done with a band over its 10–90 % window; stage boundaries grey,
+    dotted, with a band between the moves. Dotted verticals mark where train
+    (green) and test (red) accuracy first reach 0.95. Every panel's legend
+    names what it shows. Returns the Figure.
     """
     from matplotlib.figure import Figure  # no pyplot: no GUI backend, nothing to close
 
@@ -100,11 +106,11 @@ def plot_grokking(steps, llc_mean, llc_std, metrics: Mapping[str, Sequence[float
     axes[2].set_ylabel("cross-entropy")
     axes[2].set_xlabel("training step")
     # each panel shows the per-signal transitions of its own signals
-    members = [m for t in transitions for m in (t.members or (t,))]
+    members = [m for t in transitions for m in (t.members or (t,)) if not m.comoving]
     panel_signals = (("llc",), ("train_acc", "test_acc"), ("train_loss", "test_loss"))
     for ax, names in zip(axes, panel_signals):
         if members:
-            plot_transitions(ax, members, signals=names)
+            plot_transitions(ax, members, signals=names, colors=GROKKING_TRANSITION_COLORS)
         for s, lab, c in ((memorization_step, "train acc ≥ 0.95", "tab:green"),
                           (grokking_step, "test acc ≥ 0.95", "tab:red")):
             if s is not None:

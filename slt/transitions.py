@@ -71,8 +71,10 @@ class Transition:
         one (in the order given) is the lead whose step/direction/magnitude/score
         are reported.  ``members`` holds the per-signal transitions.
     value: smoothed lead signal at ``step``.
-    comoving: for a member, True when the signal had no move of its own here but
-        its smoothed curve changes significantly across the group's window
+    comoving: for a member, True when the signal had no move of its own here (no
+        change point inside the group's window, and the group's step inside none
+        of its own windows) but its smoothed curve changes significantly across
+        the group's window
         (magnitude = that change, score = |Δ| / sd(Δ), window = the group's).
     """
 
@@ -609,9 +611,16 @@ def _analyse_signal(steps, values, sd, name, *, log_steps, threshold, dip_thresh
 # Grouping across signals
 # --------------------------------------------------------------------------- #
 def _group(per_signal, names, log_steps, group_tol, span, changes=None, threshold=np.inf):
-    """Greedy grouping of per-signal transitions whose windows overlap, then the
-    co-moving signals: a signal not in an event whose own smoothed curve changes
-    significantly (|Δ| / sd(Δ) >= threshold) across the event window joins it."""
+    """Greedy grouping of per-signal transitions whose change points are close, then the co-moving signals.
+
+    Strongest first, a transition joins the group whose members' steps (the 50 % points) all lie within
+    ``group_tol`` × the (log-)step range of its own (the nearest such group; at most one transition per
+    signal, rises/falls and stage boundaries apart). Overlapping windows alone never group: a broad move
+    and a sharp one inside it are two events. Then a signal not in an event whose own smoothed curve
+    changes significantly (|Δ| / sd(Δ) >= threshold) across the event's window joins it as co-moving,
+    unless a move of its own is there (its change point inside the event's window, or the event's step
+    inside its window): that move is reported as its own event.
+    """
     tr = (np.log if log_steps else (lambda q: q))
     order = {n: i for i, n in enumerate(names)}
     items = sorted(
@@ -621,26 +630,22 @@ def _group(per_signal, names, log_steps, group_tol, span, changes=None, threshol
     groups: list[list[Transition]] = []
     tol = group_tol * span
 
-    def overlap(t, grp):
-        best = -np.inf
-        for o in grp:
-            lo = max(tr(t.start), tr(o.start)) - tol
-            hi = min(tr(t.end), tr(o.end))
-            best = max(best, hi - lo, tol - abs(tr(t.step) - tr(o.step)))
-        return best
+    def distance(t, grp):  # complete linkage: the farthest member's change point
+        return max(abs(tr(t.step) - tr(o.step)) for o in grp)
 
     for t in items:
         cands = [
-            (overlap(t, g), k)
+            (distance(t, g), k)
             for k, g in enumerate(groups)
             if t.signals[0] not in {o.signals[0] for o in g}
             and (t.kind == "stage_boundary") == (g[0].kind == "stage_boundary")
         ]
-        cands = [c for c in cands if c[0] >= 0]
+        cands = [c for c in cands if c[0] <= tol]
         if cands:
-            groups[max(cands)[1]].append(t)
+            groups[min(cands)[1]].append(t)
         else:
             groups.append([t])
+    own_moves = {n: [t for t in ts if t.kind != "stage_boundary"] for n, ts in per_signal.items()}
     out = []
     for g in groups:
         g.sort(key=lambda t: order[t.signals[0]])
@@ -651,6 +656,9 @@ def _group(per_signal, names, log_steps, group_tol, span, changes=None, threshol
             for n in names:
                 if n in have or changes.get(n) is None:
                     continue
+                if any(start <= m.step <= end or m.start <= lead.step <= m.end for m in own_moves.get(n, ())):
+                    continue  # the signal's own move is here: an event of its own, not co-moving
+
                 d, sdd = changes[n](start, end)
                 if abs(d) / sdd >= threshold:
                     g.append(Transition(
@@ -715,19 +723,22 @@ def detect_transitions(
     min_fraction: ignore moves smaller than this fraction of the smoothed
         signal's total range (guards noise-free signals); ``min_magnitude``
         is the same in signal units.
-    group_tol: windows closer than this fraction of the (log-)step range count
-        as overlapping when grouping signals.
+    group_tol: transitions of different signals are grouped when their steps
+        (change points) lie within this fraction of the (log-)step range of
+        each other; overlapping windows alone do not group.
     kernel: GP kernel, "rbf" (default; measured best), "matern52" or "matern32".
     grid_size: points of the evaluation grid across the step range.
 
     Returns
     -------
     List of :class:`Transition`, sorted by step.  With several signals,
-    transitions whose windows overlap are merged into one (``signals`` lists
-    who moved, ``members`` the per-signal transitions).  A signal with no move
-    of its own there whose smoothed curve still changes by ``|Δ| / sd(Δ) >=
-    threshold`` across a rise/fall's window joins it as a co-moving member
-    (``comoving=True``).
+    transitions whose change points are within ``group_tol`` are merged into
+    one (``signals`` lists who moved, ``members`` the per-signal transitions;
+    ``start``/``end`` span the members' windows).  A signal with no move of
+    its own there (no change point of its own inside the window, and the
+    event's step not inside one of its own windows) whose smoothed curve still
+    changes by ``|Δ| / sd(Δ) >= threshold`` across a rise/fall's window joins
+    it as a co-moving member (``comoving=True``).
     """
     steps = _check_steps(steps, log_steps)
     names, sig = _normalise_signals(steps, values, stds)
@@ -798,22 +809,33 @@ def smooth(steps, values, stds=None, *, log_steps: bool = True, num: int = 256,
 
 
 _COLORS = {"rise": "tab:green", "fall": "tab:red", "stage_boundary": "tab:gray"}
+LEGEND = {
+    "rise": "rise at 50 % of its change (band: 10–90 %)",
+    "fall": "fall at 50 % of its change (band: 10–90 %)",
+    "stage_boundary": "stage boundary (band: between the moves)",
+}
 
 
 def plot_transitions(ax, transitions: Sequence[Transition], *, kinds=None, colors=None,
-                     alpha: float = 0.15, label: bool = True, signals=None):
+                     alpha: float = 0.15, label: bool = True, signals=None, legend: bool = True):
     """Draw transitions onto an existing matplotlib Axes (x axis = step).
 
-    Shades each [start, end] window and draws a dashed line at ``step``; rises
-    green, falls red, stage boundaries grey (override with ``colors``, a dict
-    kind -> colour).  ``kinds`` / ``signals`` filter what is drawn (a
-    transition is drawn if any of its signals is in ``signals``).  With
-    ``label`` a short tag (↑/↓/|) is written at the top of the axes.
-    Returns the list of artists.
+    Shades each [start, end] window (for a rise/fall the 10-90 % window of the
+    change; for a stage boundary the stretch between the moves) and draws a
+    line at ``step`` (dashed: where the smoothed curve has done half of the
+    change; dotted: the stage boundary); rises green, falls red, stage
+    boundaries grey (override with ``colors``, a dict kind -> colour).
+    ``kinds`` / ``signals`` filter what is drawn (a transition is drawn if any
+    of its signals is in ``signals``).  With ``label`` a short tag (↑/↓/|, +k
+    for k further signals in the event) is written at the top of the axes.
+    With ``legend`` the first line of each kind carries a legend label
+    (:data:`LEGEND`) that says what its line and band are; call
+    ``ax.legend()`` afterwards to show it.  Returns the list of artists.
     """
     cols = dict(_COLORS, **(colors or {}))
     artists = []
     trans = ax.get_xaxis_transform()
+    labelled = set(ax.get_legend_handles_labels()[1]) if legend else set()
     for t in transitions:
         if kinds is not None and t.kind not in kinds:
             continue
@@ -822,8 +844,10 @@ def plot_transitions(ax, transitions: Sequence[Transition], *, kinds=None, color
         c = cols[t.kind]
         if t.end > t.start:
             artists.append(ax.axvspan(t.start, t.end, color=c, alpha=alpha, lw=0))
+        text = LEGEND[t.kind]
         artists.append(ax.axvline(t.step, color=c, ls="--" if t.kind != "stage_boundary" else ":",
-                                  lw=1.2))
+                                  lw=1.2, label=text if legend and text not in labelled else "_nolegend_"))
+        labelled.add(text)
         if label:
             tag = {"rise": "↑", "fall": "↓", "stage_boundary": "|"}[t.kind]
             if len(t.signals) > 1:

@@ -294,3 +294,106 @@ def test_flat_noisy_signal_is_not_comoving():
             ev = events(ts)
             assert len(ev) == 1 and ev[0].signals == ("a",)
             assert not any(m.comoving for m in ev[0].members)
+
+
+# The quick grokking demo (seed 0, `slt demo grokking --quick`), as the demo passes it to the detector
+# (log losses, linear steps, the LLC's standard errors): the LLC rises to a peak at ~3000 while the train
+# accuracy rises (~650) and falls from ~7300, ahead of the test loss (~9900) and test accuracy (~9000).
+_GROK_STEPS = np.array([0, 250, 500, 1000, 1500, 2000, 2500, 3000, 4000, 5000, 6000, 7000, 8000, 9000, 10000, 11000,
+                        12000, 13000, 14000, 16000, 18000, 20000], float)
+_GROK = {
+    "llc": [15.29, 20.62, 27.12, 34.94, 40.86, 45.56, 48.72, 50.08, 49.36, 46.32, 42.3, 38.27, 34.09, 30.53, 27.58,
+            25.84, 25.17, 24.86, 24.7, 24.47, 24.36, 24.36],
+    "train_loss": np.log([4.027, 2.975, 2.175, 1.282, 0.7345, 0.3755, 0.1881, 0.1103, 0.06116, 0.04661, 0.03893,
+                          0.03261, 0.02738, 0.02285, 0.0196, 0.01715, 0.01561, 0.01438, 0.01382, 0.01311, 0.01296,
+                          0.01299]),
+    "test_loss": np.log([4.013, 5.532, 7.172, 9.666, 11.78, 13.81, 15.3, 16.04, 15.47, 13.2, 10.26, 7.189, 4.299, 1.924,
+                         0.7741, 0.3213, 0.1871, 0.1217, 0.1, 0.04967, 0.04889, 0.04889]),
+    "train_acc": [0.01496, 0.2087, 0.416, 0.6823, 0.8511, 0.9679, 0.9957, 0.9993, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0,
+                  1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0],
+    "test_acc": [0.01851, 0.002847, 0.005694, 0.01068, 0.01566, 0.02633, 0.02989, 0.03488, 0.04199, 0.05338, 0.07544,
+                 0.1338, 0.2512, 0.4932, 0.7609, 0.9075, 0.9609, 0.9836, 0.9886, 1.0, 1.0, 1.0],
+}
+_GROK_SEM = [0.6233, 0.6968, 0.7287, 0.6251, 0.6783, 0.6766, 0.6532, 0.6263, 0.6164, 0.5336, 0.5131, 0.3601, 0.2994,
+             0.3927, 0.3061, 0.3197, 0.4653, 0.4891, 0.4209, 0.3297, 0.2687, 0.2488]
+
+
+def _grouped_change_points_are_close(ts, tol):
+    """Every member with a change point of its own lies within tol of the lead's step."""
+    for t in ts:
+        own = [m for m in t.members if not m.comoving]
+        assert own and own[0].signals[0] == t.signals[0] and own[0].step == t.step
+        for m in own:
+            assert abs(m.step - t.step) <= tol, (t.describe(), m.signals, m.step)
+
+
+def test_grouping_uses_change_points_not_overlapping_windows():
+    # a broad LLC rise at u = 0.3 (10-90 % window ~[0.12, 0.48]) and a sharp test-loss fall at u = 0.45 whose
+    # window overlaps it: two events, not one (their change points are 0.15 of the range apart; tolerance 0.05)
+    rng = np.random.default_rng(7)
+    steps, u = grid(80)
+    llc = 10 + 30 * logistic(u, 0.3, 0.08) + rng.normal(0, 0.5, u.size)
+    test_loss = 1.0 - 2.0 * logistic(u, 0.45, 0.015) + rng.normal(0, 0.02, u.size)
+    ts = events(detect_transitions(steps, {"llc": llc, "test_loss": test_loss}, group_tol=0.05))
+    span = np.log(steps[-1] / steps[0])
+    for t in ts:
+        own = [m for m in t.members if not m.comoving]
+        for m in own:
+            assert abs(np.log(m.step / t.step)) <= 0.05 * span, (t.describe(), m.signals)
+    rise = [t for t in ts if t.signals[0] == "llc" and t.kind == "rise"]
+    fall = [t for t in ts if t.kind == "fall" and "test_loss" in [m.signals[0] for m in t.members if not m.comoving]]
+    assert len(rise) == 1 and len(fall) == 1 and rise[0] is not fall[0]
+    assert abs(u_of(rise[0].step) - 0.3) < 0.05 and abs(u_of(fall[0].step) - 0.45) < 0.03
+    # the test loss moves inside the LLC's window with a change point of its own elsewhere: not co-moving
+    assert "test_loss" not in rise[0].signals
+
+
+def test_grokking_demo_events_do_not_join_distant_change_points():
+    ts = detect_transitions(_GROK_STEPS, {k: np.asarray(v, float) for k, v in _GROK.items()},
+                            stds={"llc": np.asarray(_GROK_SEM)}, log_steps=False)
+    ev = events(ts)
+    _grouped_change_points_are_close(ts, 0.05 * 20000)
+    llc_fall = [t for t in ev if t.signals[0] == "llc" and t.kind == "fall"]
+    assert len(llc_fall) == 1
+    fall = llc_fall[0]
+    assert 6000 < fall.step < 8500
+    # the train accuracy rose at ~650 and the test accuracy at ~9000: neither is part of the LLC fall
+    assert "train_acc" not in fall.signals and "test_acc" not in fall.signals
+    assert "train_acc" not in fall.describe() and "test_acc" not in fall.describe()
+    llc_rise = [t for t in ev if t.signals[0] == "llc" and t.kind == "rise"]
+    assert len(llc_rise) == 1 and llc_rise[0].step < 2000
+    # the test accuracy's rise and the test loss's fall (~9000-9900) are one event of their own
+    late = [t for t in ev if {"test_acc", "test_loss"} <= set(t.signals) and t.step > 8000]
+    assert len(late) == 1 and "llc" not in late[0].signals
+
+
+def test_plot_legend_names_each_band_and_line():
+    from matplotlib.figure import Figure
+
+    from slt.plotting import plot_grokking
+    from slt.transitions import LEGEND
+
+    ts = detect_transitions(_GROK_STEPS, {k: np.asarray(v, float) for k, v in _GROK.items()},
+                            stds={"llc": np.asarray(_GROK_SEM)}, log_steps=False)
+    ax = Figure().subplots()
+    ax.plot(_GROK_STEPS, _GROK["llc"], label="LLC")
+    plot_transitions(ax, ts)
+    labels = ax.get_legend_handles_labels()[1]
+    kinds = {t.kind for t in ts}
+    assert kinds == {"rise", "fall", "stage_boundary"}
+    assert sorted(labels) == sorted(["LLC"] + [LEGEND[k] for k in kinds])  # each kind once, saying what it is
+    assert all("50 %" in LEGEND[k] and "10–90 %" in LEGEND[k] for k in ("rise", "fall"))
+    metrics = {"train_loss": np.exp(_GROK["train_loss"]), "test_loss": np.exp(_GROK["test_loss"]),
+               "train_acc": _GROK["train_acc"], "test_acc": _GROK["test_acc"]}
+    fig = plot_grokking(_GROK_STEPS, _GROK["llc"], _GROK_SEM, metrics, transitions=ts, grokking_step=12000,
+                        memorization_step=2000)
+    llc_panel, acc_panel, loss_panel = fig.axes
+    for ax in fig.axes:
+        texts = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert any(x.startswith(("rise at", "fall at")) for x in texts), texts
+    acc_texts = [t.get_text() for t in acc_panel.get_legend().get_texts()]
+    assert {"train acc ≥ 0.95", "test acc ≥ 0.95", LEGEND["rise"]} <= set(acc_texts)
+    # the transition lines are not drawn in the colours of the train/test curves
+    colors = {tuple(line.get_color()) if not isinstance(line.get_color(), str) else line.get_color()
+              for line in acc_panel.get_lines() if line.get_linestyle() == "--"}
+    assert colors and not colors & {"tab:green", "tab:red"}
