@@ -27,11 +27,16 @@ Format (one JSON object per line, UTF-8)::
   automatic sweep chose (with each calibration's table), so that a resumed
   sweep reuses them.
 * While a sweep writes to a store it holds an exclusive ``flock`` on it; a
-  second writer is refused.
+  second writer is refused, and so is ``restart=True`` (the live store is
+  never moved aside under its writer).
+* Disk and permission errors (a read-only directory, a full disk) raise
+  :class:`StoreError` in one line naming the file; what was written before
+  stays intact (a line cut short by a full disk is cut off at the next open).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -53,6 +58,30 @@ class StoreError(SLTInputError):
 
 class StoreMismatchError(StoreError):
     """The store was made with different settings than the current run."""
+
+
+@contextlib.contextmanager
+def _os_errors(path: str, action: str):
+    """OSError (disk full, permission denied, ...) → one-line :class:`StoreError` naming ``path``."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except OSError as err:
+        what = err.strerror or str(err)
+        name = errno_name(err)
+        other = ""  # the file the OS names, when it is not the store or its temporary file beside it
+        if err.filename and os.path.dirname(os.path.abspath(os.fspath(err.filename))) != \
+                os.path.dirname(os.path.abspath(path)):
+            other = f" ({os.fspath(err.filename)})"
+        raise StoreError(f"{path}: cannot {action}{other}: {what}{f' [{name}]' if name else ''}") from None
+
+
+def errno_name(err: OSError) -> str:
+    """``ENOSPC`` for errno 28, etc. ("" when unknown)."""
+    import errno as _errno
+
+    return _errno.errorcode.get(err.errno, "") if err.errno else ""
 
 
 def _dumps(obj: Any) -> str:
@@ -98,7 +127,7 @@ def read_store(path: str | os.PathLike) -> tuple[dict, list[dict]]:
     path = os.fspath(path)
     if not os.path.exists(path):
         raise StoreError(f"{path}: no such trajectory store")
-    with open(path, "rb") as f:
+    with _os_errors(path, "read the store"), open(path, "rb") as f:
         raw = f.read()
     header, records, _, _ = _parse_lines(raw, path)
     if header is None:
@@ -149,7 +178,10 @@ class TrajectoryStore:
         self.close()
 
     def open(self) -> "TrajectoryStore":
-        """Open the store for appending (creating it with its header), taking the write lock."""
+        """Open the store for appending (creating it with its header), taking the write lock.
+
+        With ``restart`` and other settings in the file, the old store is moved aside only while
+        no other process holds its lock; otherwise :class:`StoreError`."""
         if os.path.isdir(self.path):
             raise StoreError(f"{self.path}: is a directory; pass a file path for the store (e.g. {self.path}/llc.jsonl)")
         if os.path.exists(self.path):
@@ -162,17 +194,25 @@ class TrajectoryStore:
                         f"{'; ...' if len(problems) > 4 else ''}); use another output file, or restart to move it "
                         "aside and start a new store"
                     )
-                if problems:
-                    self._move_aside()
-                else:
-                    self.header, self.records = header, records
-                    self._fh = open(self.path, "r+b")
-                    self._lock()
+                with _os_errors(self.path, "open the store for writing"):
+                    self._fh = open(self.path, "r+b", buffering=0)
+                self._lock()
+                if problems:  # restart: ours alone (locked), so it can be moved aside
+                    old = self._fh
+                    try:
+                        self._move_aside()
+                        self._fh = None
+                        self._create()
+                    finally:
+                        old.close()  # releases the old store's lock only now
+                    return self
+                self.header, self.records = header, records
+                with _os_errors(self.path, "repair the store's torn last line"):
                     if torn:  # cut the torn tail so the next line starts clean
                         self._fh.truncate(good_end)
                         os.fsync(self._fh.fileno())
                     self._fh.seek(0, os.SEEK_END)
-                    return self
+                return self
         self._create()
         return self
 
@@ -197,14 +237,17 @@ class TrajectoryStore:
         if self._fh is None:
             raise StoreError(f"{self.path}: store is not open")
         line = (_dumps(record) + "\n").encode()
-        self._fh.write(line)
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        fd = self._fh.fileno()
+        with _os_errors(self.path, "append to the store"):
+            view = memoryview(line)
+            while view:  # os.write may write part of the line
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
         self.records.append(json.loads(line))
 
     # -- internals -----------------------------------------------------------
     def _read(self):
-        with open(self.path, "rb") as f:
+        with _os_errors(self.path, "read the store"), open(self.path, "rb") as f:
             raw = f.read()
         if not raw.strip():
             return None, [], 0, False
@@ -226,7 +269,8 @@ class TrajectoryStore:
         i = 1
         while os.path.exists(f"{self.path}.{i}"):
             i += 1
-        os.replace(self.path, f"{self.path}.{i}")
+        with _os_errors(self.path, f"move the old store aside to {self.path}.{i}"):
+            os.replace(self.path, f"{self.path}.{i}")
         self.moved_to = f"{self.path}.{i}"
 
     def _create(self) -> None:
@@ -237,9 +281,10 @@ class TrajectoryStore:
             "meta": self.meta,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
-        atomic_write_bytes(self.path, (_dumps(header) + "\n").encode())
+        with _os_errors(self.path, "create the store"):
+            atomic_write_bytes(self.path, (_dumps(header) + "\n").encode())
+            self._fh = open(self.path, "r+b", buffering=0)
         self.header, self.records = json.loads(_dumps(header)), []
-        self._fh = open(self.path, "r+b")
         self._lock()
         self._fh.seek(0, os.SEEK_END)
 
