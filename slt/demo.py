@@ -31,6 +31,10 @@ from slt.io import atomic_write_json, jsonable
 __all__ = ["DemoSettings", "SETTINGS", "run_grokking_demo", "first_step_reaching"]
 
 
+#: the grokking MLP's layers, for the per-layer (weight-refined) LLC: the embedding, the two 12→48 maps, the 48→p map
+LAYERS = {"embedding": "embed", "hidden": ["left", "right"], "unembedding": "out"}
+
+
 @dataclass(frozen=True)
 class DemoSettings:
     """What a demo run does (recorded in the store and the report)."""
@@ -40,15 +44,19 @@ class DemoSettings:
     num_steps: int = 20_000
     checkpoint_steps: tuple[int, ...] = (0, 100, 250, *range(500, 20_001, 500))
     train_batch: int = 128
-    # LLC (REFERENCE §5)
-    step_size: float = 3e-3
+    # LLC: the hyperparameters of REFERENCE §5 (nβ, γ, batch), a calibrated step and an automatic burn-in, and
+    # enough draws that split R-hat ≤ 1.1 at every checkpoint (measured: 500 draws without burn-in, the published
+    # protocol, give R-hat 1.2–1.25 everywhere; with the automatic burn-in 500 draws still give 1.13, 1000 give ≤ 1.05)
+    step_size: float | str = "auto"
     nbeta: float = 2.0
     localization: float = 5.0
     llc_batch: int = 128
     num_chains: int = 4
-    num_draws: int = 500
-    num_burnin: int = 0
+    num_draws: int = 1000
+    num_burnin: int | str = "auto"
     acceptance_checks: int = 20
+    layers: bool = True  # also the refined LLC of each layer (LAYERS) at every checkpoint
+    protocol: str = "converged"
     # transitions
     threshold: float = 5.0
 
@@ -58,13 +66,17 @@ SETTINGS = {
     "quick": DemoSettings(
         checkpoint_steps=(0, 250, 500, 1000, 1500, 2000, 2500, 3000, 4000, 5000, 6000, 7000, 8000, 9000, 10_000,
                           11_000, 12_000, 13_000, 14_000, 16_000, 18_000, 20_000),
-        num_chains=2, num_draws=500, acceptance_checks=0,
+        acceptance_checks=0,
     ),
     "tiny": DemoSettings(  # for CI: the pipeline end to end, not grokking
         p=23, num_steps=600, checkpoint_steps=(0, 100, 200, 300, 400, 500, 600), num_chains=2, num_draws=40,
-        acceptance_checks=0,
+        acceptance_checks=0, step_size=3e-3, num_burnin=0,
     ),
 }
+#: the published short protocol (Lau et al.'s settings in devinterp's grokking example, REFERENCE §5): a fixed
+#: ε = 3e-3, no burn-in, 500 draws; reproduces the published curve but its chains have not converged
+PUBLISHED = {"step_size": 3e-3, "num_burnin": 0, "num_draws": 500, "layers": False, "protocol": "published"}
+PROTOCOLS = ("converged", "published")
 
 THRESHOLD_ACC = 0.95
 SIGNALS = ("llc", "train_loss", "test_loss", "train_acc", "test_acc")
@@ -125,17 +137,22 @@ def run_grokking_demo(
     tiny: bool | None = None,
     num_chains: int | None = None,
     num_draws: int | None = None,
+    step_size: float | str | None = None,
+    num_burnin: int | str | None = None,
+    protocol: str = "converged",
     restart: bool = False,
     progress: bool | None = None,
     log: Callable[[str], None] | None = None,
 ) -> dict:
-    """Train, measure the LLC at every checkpoint, detect transitions, and report.
+    """Train, measure the LLC at every checkpoint (and of each layer), detect transitions, and report.
 
-    Writes ``out/report.json``, ``out/report.md``, ``out/llc.png`` (plus
+    Writes ``out/report.json``, ``out/report.md``, ``out/llc.png`` and ``out/layers.png`` (plus
     ``out/checkpoints/`` and the LLC store ``out/llc.jsonl``) and returns the
     report dict. ``tiny`` (default: env ``SLT_DEMO_TINY=1``) runs a seconds-long
-    CI version (p = 23, 600 steps: no grokking). ``num_chains``/``num_draws``
-    override the mode's sampler budget.
+    CI version (p = 23, 600 steps: no grokking). ``num_chains``, ``num_draws``, ``step_size`` (a number or
+    "auto") and ``num_burnin`` (steps or "auto") override the mode's sampler settings. ``protocol``:
+    "converged" (default: calibrated step, automatic burn-in, 1000 draws) or "published" (the short
+    protocol of REFERENCE §5, labelled as such in the report: its chains have not converged).
     """
     import warnings
 
@@ -151,11 +168,8 @@ def run_grokking_demo(
     if tiny is None:
         tiny = os.environ.get("SLT_DEMO_TINY", "") not in ("", "0")
     mode = "tiny" if tiny else "quick" if quick else "default"
-    settings = SETTINGS[mode]
-    if num_chains is not None:
-        settings = replace(settings, num_chains=int(num_chains))
-    if num_draws is not None:
-        settings = replace(settings, num_draws=int(num_draws))
+    settings = demo_settings(mode, protocol=protocol, num_chains=num_chains, num_draws=num_draws,
+                             step_size=step_size, num_burnin=num_burnin)
     os.makedirs(out, exist_ok=True)
 
     task = make_modular_task("mlp", p=settings.p, train_frac=settings.train_frac, seed=seed)
@@ -163,8 +177,9 @@ def run_grokking_demo(
     history = {h["step"]: {k: h[k] for k in ("train_loss", "test_loss", "train_acc", "test_acc")}
                for h in rec["history"]}
 
-    log(f"LLC at {len(history)} checkpoints ({settings.num_chains} chains × {settings.num_draws} draws, "
-        f"ε={settings.step_size:g}, nβ={settings.nbeta:g}, γ={settings.localization:g}) ...")
+    log(f"LLC at {len(history)} checkpoints{' and of each layer' if settings.layers else ''} "
+        f"({settings.num_chains} chains × {settings.num_draws} draws, ε={settings.step_size}, "
+        f"burn-in {settings.num_burnin}, nβ={settings.nbeta:g}, γ={settings.localization:g}) ...")
     t_llc = time.perf_counter()
     meta = {"demo": "grokking", "mode": mode, "seed": seed, "p": settings.p, "train_frac": settings.train_frac,
             "num_steps": settings.num_steps}
@@ -192,8 +207,11 @@ def run_grokking_demo(
     plot_grokking(
         traj.steps, traj.llc_mean, traj.llc_std, traj.metrics, transitions=report["_transitions"],
         grokking_step=report["grokking_step"], memorization_step=report["memorization_step"],
-        title=f"Grokking, modular addition p={settings.p} (seed {seed}, {mode})", path=os.path.join(out, "llc.png"),
+        title=f"Grokking, modular addition p={settings.p} (seed {seed}, {mode}, {settings.protocol} protocol)",
+        path=os.path.join(out, "llc.png"),
     )
+    if traj.components:
+        plot_layers(traj, report, os.path.join(out, "layers.png"))
     report.pop("_transitions")
     report["timing"]["total_seconds_this_run"] = time.perf_counter() - t_start
     _atomic_json(os.path.join(out, "report.json"), report)
@@ -220,7 +238,22 @@ def _sweep(task, out, settings: DemoSettings, seed, history, meta, restart, prog
         num_chains=settings.num_chains, num_draws=settings.num_draws, num_burnin=settings.num_burnin,
         batch_size=settings.llc_batch, seed=seed, acceptance_checks=settings.acceptance_checks,
         metrics=history, meta=meta, restart=restart, progress=progress,
+        components=LAYERS if settings.layers else None,
     )
+
+
+def demo_settings(mode: str, *, protocol: str = "converged", num_chains=None, num_draws=None, step_size=None,
+                  num_burnin=None) -> DemoSettings:
+    """The settings of a mode and protocol, with the given overrides (checked: a clear error, not a traceback)."""
+    from slt.validation import SLTInputError
+
+    if protocol not in PROTOCOLS:
+        raise SLTInputError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    settings = SETTINGS[mode]
+    if protocol == "published":
+        settings = replace(settings, **PUBLISHED)
+    overrides = {"num_chains": num_chains, "num_draws": num_draws, "step_size": step_size, "num_burnin": num_burnin}
+    return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
 
 
 def build_report(traj, settings: DemoSettings, *, mode: str, seed: int, num_params: int | None = None) -> dict:
@@ -287,12 +320,60 @@ def build_report(traj, settings: DemoSettings, *, mode: str, seed: int, num_para
         "transitions_text": [t.describe() for t in transitions],
         "failed": traj.failed,
         "warnings": {int(s): d.get("warnings") for s, d in zip(steps, traj.diagnostics) if d.get("warnings")},
+        "rhat": [d.get("rhat") for d in traj.diagnostics],
+        "burnin_steps": [(d.get("burnin") or {}).get("steps", settings.num_burnin) for d in traj.diagnostics],
+        "step_size_used": traj.settings.get("step_size", (traj.config.get("llc") or {}).get("step_size")),
+        "components": {name: _component_report(part, settings) for name, part in traj.components.items()},
     }
+    rh = np.array([np.nan if v is None else v for v in report["rhat"]], float)
+    report["converged_fraction"] = float(np.mean(np.isfinite(rh) & (rh <= 1.1))) if len(rh) else None
     if note:
         report["transitions_note"] = note
     out = jsonable(report)
     out["_transitions"] = transitions
     return out
+
+
+def _component_report(part, settings: DemoSettings) -> dict:
+    """One layer's trajectory and its transitions (the LLC alone, against step)."""
+    from slt.transitions import detect_transitions
+
+    keep = np.isfinite(part.llc_mean) & np.isfinite(part.llc_sem)
+    transitions = []
+    if keep.sum() >= 6:
+        try:
+            transitions = detect_transitions(part.steps[keep].astype(float), {"llc": part.llc_mean[keep]},
+                                             stds={"llc": part.llc_sem[keep]}, threshold=settings.threshold,
+                                             log_steps=False)
+        except ValueError:
+            transitions = []
+    return jsonable({"steps": part.steps, "llc": part.llc_mean, "llc_std": part.llc_std,
+                     "num_params": part.num_params,
+                     "transitions": [t.to_dict() for t in transitions],
+                     "warnings": {int(s): d.get("warnings") for s, d in zip(part.steps, part.diagnostics)
+                                  if d.get("warnings")}})
+
+
+def plot_layers(traj, report: dict, path: str) -> None:
+    """Each layer's refined LLC over training (±1 sd across chains) beside the whole model's, with the
+    memorisation and grokking steps marked."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 4), constrained_layout=True)
+    ax = fig.subplots()
+    ax.plot(traj.steps, traj.llc_mean, color="k", lw=1.5, label="whole model")
+    for name, part in traj.components.items():
+        line, = ax.plot(part.steps, part.llc_mean, lw=1.2, label=f"{name} (refined)")
+        ax.fill_between(part.steps, part.llc_mean - part.llc_std, part.llc_mean + part.llc_std, color=line.get_color(),
+                        alpha=0.2, lw=0)
+    for key, style, label in (("memorization_step", ":", "train acc ≥ 0.95"), ("grokking_step", "--", "test acc ≥ 0.95")):
+        if report.get(key) is not None:
+            ax.axvline(report[key], color="gray", ls=style, lw=1, label=label)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("λ̂ (bands: ±1 sd across chains)")
+    ax.set_title("Per-layer (weight-refined) LLC over training", fontsize="medium")
+    ax.legend(fontsize="small")
+    fig.savefig(path, dpi=110)
 
 
 def report_markdown(r: dict) -> str:
@@ -312,8 +393,14 @@ def report_markdown(r: dict) -> str:
         f"Modular addition mod {s['p']}, train fraction {s['train_frac']}, MLP (embed 12, hidden 48, GELU); "
         f"Adam lr 5e-3, coupled weight decay 2e-4, batch {s['train_batch']}, {s['num_steps']} steps, "
         f"{len(r['steps'])} checkpoints.",
-        f"LLC: SGLD ε = {s['step_size']:g}, nβ = {s['nbeta']:g}, γ = {s['localization']:g}, batch {s['llc_batch']}, "
-        f"{s['num_chains']} chains × {s['num_draws']} draws.",
+        f"LLC ({r['settings']['protocol']} protocol): SGLD ε = {_fmt_step(r)}, nβ = {s['nbeta']:g}, "
+        f"γ = {s['localization']:g}, batch {s['llc_batch']}, {s['num_chains']} chains × {s['num_draws']} draws, "
+        f"burn-in {_fmt_burnin(r)}.",
+        "" if s["protocol"] == "converged" else
+        "\n**The published short protocol**: a fixed step, no burn-in and 500 draws, as in REFERENCE §5. It "
+        "reproduces the published curve, but its chains have not converged (see the warnings below); rerun "
+        "without `--protocol published` for the converged estimate.\n",
+        f"Converged (split R-hat ≤ 1.1): **{f((r.get('converged_fraction') or 0) * 100, '.0f')}%** of the checkpoints.",
         "",
         "![LLC, accuracy and loss over training](llc.png)",
         "",
@@ -325,15 +412,16 @@ def report_markdown(r: dict) -> str:
         f"- LLC when test accuracy reaches 0.5: {llc_at('llc_at_test_acc_half')}",
         f"- LLC when test accuracy reaches 0.95: {llc_at('llc_at_grokking')}",
         f"- LLC at the end: {llc_at('llc_final')}",
-        f"- time: training {f(r['timing']['train_seconds'], '.0f')} s, LLC {f(r['timing']['llc_compute_seconds'], '.0f')} s "
-        f"(compute), this run {f(r['timing']['total_seconds_this_run'], '.0f')} s in total",
+        f"- time: training {f(r['timing']['train_seconds'], '.0f')} s, LLC {f(r['timing']['llc_seconds_this_run'], '.0f')} s "
+        f"(calibration, burn-in and draws of this run), {f(r['timing']['total_seconds_this_run'], '.0f')} s in total",
         "",
         "## Transitions",
         "",
     ]
     if r["transitions"]:
         lines.append("Detected jointly on the LLC, log train/test loss and train/test accuracy (smoothed against "
-                     "step; an event groups the signals whose windows overlap, the first one leads):")
+                     "step; an event groups the signals whose change points lie close together, the first one "
+                     "leads; the bands in the plot are the events' windows, the lines their change points):")
         lines.append("")
         for text, t in zip(r["transitions_text"], r["transitions"]):
             lines.append(f"- {text}")
@@ -342,15 +430,55 @@ def report_markdown(r: dict) -> str:
                              f"[{m['start']:.0f}, {m['end']:.0f}], change {m['magnitude']:+.3g}, score {m['score']:.1f}")
     else:
         lines.append(f"- none detected{' (' + r['transitions_note'] + ')' if r.get('transitions_note') else ''}")
+    if r.get("components"):
+        lines += ["", "## Per layer", "", "The weight-refined LLC of each layer (Wang et al. 2024): only that layer's "
+                  "weights move, the rest stay at the checkpoint; measured in the same program as the whole model.",
+                  "", "![per-layer LLC](layers.png)", ""]
+        for name, c in r["components"].items():
+            llc = [v for v in c["llc"] if v is not None]
+            events = "; ".join(f"{'rise' if t['direction'] > 0 else 'fall'} at step {t['step']:.0f}"
+                               for t in c["transitions"]) or "none"
+            lines.append(f"- **{name}** ({c.get('num_params') or '?'} parameters): λ̂ from {f(llc[0] if llc else None, '.1f')} "
+                         f"to a peak of {f(max(llc) if llc else None, '.1f')}, {f(llc[-1] if llc else None, '.1f')} at the end; "
+                         f"transitions: {events}")
     if r["failed"]:
         lines += ["", "## Failed checkpoints", ""] + [f"- step {x['step']}: {x['error']}" for x in r["failed"]]
-    lines += ["", "## Per checkpoint", "", "| step | LLC | ± sd | train acc | test acc | train loss | test loss |",
-              "|---:|---:|---:|---:|---:|---:|---:|"]
+    names = list(r.get("components") or {})
+    lines += ["", "## Per checkpoint", "",
+              "| step | LLC | ± sd | R-hat | " + "".join(f"{n} | " for n in names)
+              + "train acc | test acc | train loss | test loss | warnings |",
+              "|---:|---:|---:|---:|" + "---:|" * len(names) + "---:|---:|---:|---:|---:|"]
+    warned = r.get("warnings") or {}
     for i, step in enumerate(r["steps"]):
         def col(k, fmt):
             v = r.get(k)
             return f(v[i] if v else None, fmt)
 
-        lines.append(f"| {step} | {col('llc_mean', '.2f')} | {col('llc_std', '.2f')} | {col('train_acc', '.3f')} | "
-                     f"{col('test_acc', '.3f')} | {col('train_loss', '.3g')} | {col('test_loss', '.3g')} |")
+        layer_cols = "".join(f"{f(r['components'][n]['llc'][i] if i < len(r['components'][n]['llc']) else None, '.2f')} | "
+                             for n in names)
+        count = len(warned.get(str(step)) or warned.get(step) or [])
+        lines.append(f"| {step} | {col('llc_mean', '.2f')} | {col('llc_std', '.2f')} | {col('rhat', '.3f')} | "
+                     f"{layer_cols}{col('train_acc', '.3f')} | {col('test_acc', '.3f')} | {col('train_loss', '.3g')} | "
+                     f"{col('test_loss', '.3g')} | {count or ''} |")
+    if warned:
+        lines += ["", "## Warnings", "", "Every warning of every checkpoint's estimate (whole model):", ""]
+        for step, messages in warned.items():
+            for m in messages:
+                lines.append(f"- step {step}: {m}")
     return "\n".join(lines) + "\n"
+
+
+def _fmt_step(r: dict) -> str:
+    step = r["settings"]["step_size"]
+    if isinstance(step, str):
+        used = r.get("step_size_used")
+        return f"auto ({used:.3g}, the smallest healthy calibrated step)" if used and np.isfinite(used) else "auto"
+    return f"{step:g}"
+
+
+def _fmt_burnin(r: dict) -> str:
+    burn = r["settings"]["num_burnin"]
+    if isinstance(burn, str):
+        used = [b for b in r.get("burnin_steps") or [] if b is not None]
+        return f"automatic ({min(used)}–{max(used)} steps)" if used else "automatic"
+    return f"{burn} steps"

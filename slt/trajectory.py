@@ -560,6 +560,8 @@ class Trajectory:
     timing: list[dict] = dataclasses.field(default_factory=list)
     path: str | None = None
     components: dict[str, "Trajectory"] = dataclasses.field(default_factory=dict)  # name -> its refined LLC trajectory
+    settings: dict = dataclasses.field(default_factory=dict)  # what step_size="auto"/localization="scale" chose
+    num_params: int | None = None  # the coordinates the chains moved (a component's free ones)
 
     # -- construction --------------------------------------------------------
     @classmethod
@@ -598,6 +600,8 @@ class Trajectory:
             components={name: cls.from_records(_without_components(header), _component_records(latest.values(), name),
                                                path=path)
                         for name in _component_names(header, ok)},
+            settings=next((r for r in reversed(records) if r.get("kind") == "settings"), {}),
+            num_params=next((r.get("num_params") for r in ok if r.get("num_params") is not None), None),
         )
 
     @classmethod

@@ -1,0 +1,46 @@
+"""The grokking demo's report: per-layer LLCs, convergence, every warning per checkpoint, the two protocols."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from slt.demo import PUBLISHED, SETTINGS, demo_settings, run_grokking_demo
+from slt.validation import SLTInputError
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    report = run_grokking_demo(out, tiny=True, progress=False, log=lambda m: None)
+    return out, report
+
+
+def test_the_report_has_each_layer_and_every_warning(tiny):
+    out, report = tiny
+    saved = json.loads((out / "report.json").read_text())
+    assert set(saved["components"]) == {"embedding", "hidden", "unembedding"}
+    for part in saved["components"].values():
+        assert len(part["llc"]) == len(saved["steps"]) and part["num_params"] > 0
+    assert saved["components"]["hidden"]["num_params"] == 2 * 12 * 48 + 2 * 48  # left and right, with biases
+    assert len(saved["rhat"]) == len(saved["steps"]) and 0.0 <= saved["converged_fraction"] <= 1.0
+    md = (out / "report.md").read_text()
+    assert "## Per layer" in md and "layers.png" in md and (out / "layers.png").read_bytes()[:4] == b"\x89PNG"
+    assert "R-hat" in md and "Converged (split R-hat ≤ 1.1)" in md
+    warned = saved["warnings"]
+    assert warned, "the tiny demo's 40 draws should warn"
+    for step, messages in warned.items():
+        for m in messages:
+            assert f"- step {step}: {m}" in md  # every warning of every checkpoint, in the report
+
+
+def test_the_default_is_converged_and_the_published_protocol_is_labelled():
+    default = SETTINGS["default"]
+    assert default.step_size == "auto" and default.num_burnin == "auto" and default.num_draws >= 1000
+    published = demo_settings("default", protocol="published")
+    assert (published.step_size, published.num_burnin, published.num_draws) == (3e-3, 0, 500)
+    assert published.protocol == "published" and PUBLISHED["protocol"] == "published"
+    assert demo_settings("quick", step_size=1e-3, num_burnin=100).step_size == 1e-3
+    with pytest.raises(SLTInputError, match="protocol must be one of converged, published"):
+        demo_settings("default", protocol="fast")
