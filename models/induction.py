@@ -77,8 +77,11 @@ __all__ = [
     "attention_paths",
     "head_names",
     "head_masks",
-    "checkpoint_steps",
+    "log_linear_steps",
     "make_induction_task",
+    "train_induction",
+    "mechanism_history",
+    "formation_summary",
 ]
 
 HEAD_AXIS = 0
@@ -402,7 +405,7 @@ def head_masks(params) -> dict[str, Any]:
 # --------------------------------------------------------------------------
 
 
-def checkpoint_steps(num_steps: int, k: int = 40) -> list[int]:
+def log_linear_steps(num_steps: int, k: int = 40) -> list[int]:
     """Union of ``k/2`` log-spaced and ``k/2`` evenly spaced steps in [0, num_steps]."""
     return sorted(set(log_steps(num_steps, k // 2)) | set(linear_steps(num_steps, k - k // 2)))
 
@@ -469,3 +472,104 @@ def make_induction_task(
 @functools.lru_cache(maxsize=16)
 def _jit_init(config: InductionConfig, scale: float):
     return jax.jit(lambda key: init_params(key, config, scale=scale))
+
+
+def train_induction(
+    task: Task,
+    *,
+    num_steps: int | None = None,
+    checkpoint_steps: Sequence[int] | None = None,
+    checkpoint_dir=None,
+    checkpoint_format: str = "safetensors",
+    verbose: bool = False,
+):
+    """Train ``task`` with its optimizer and batch size (:func:`slt.models.train.train`), scores logged at each checkpoint.
+
+    Defaults: ``task.meta["num_steps"]``, :func:`log_linear_steps` checkpoints,
+    the minibatch order seeded by ``task.meta["seed"]``. Each history record
+    holds ``train_loss`` and the keys of :func:`mechanism_fn`; with
+    ``checkpoint_dir`` the params go there as ``step_NNNNNN.safetensors`` (or
+    another safe format) with ``metrics.jsonl``. Returns a ``TrainResult``.
+    """
+    from slt.models.train import train
+
+    num_steps = task.meta["num_steps"] if num_steps is None else int(num_steps)
+    steps = log_linear_steps(num_steps) if checkpoint_steps is None else checkpoint_steps
+    return train(
+        task.params,
+        task.loss_fn,
+        task.data,
+        optimizer=task.meta["optimizer"],
+        num_steps=num_steps,
+        batch_size=task.meta["batch_size"],
+        checkpoint_steps=steps,
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_format=checkpoint_format,
+        eval_fn=task.meta["mechanism_fn"],
+        seed=task.meta["seed"],
+        verbose=verbose,
+    )
+
+
+MECHANISM_KEYS = ("prefix_matching", "previous_token", "in_context_loss", "repeat_loss")
+
+
+def mechanism_history(history: Sequence[Mapping]) -> dict[str, np.ndarray]:
+    """Training history records -> ``{"steps" [C], "prefix_matching" [C, L, H], "previous_token" [C, L, H], ...}``.
+
+    ``history``: a ``TrainResult.history`` (or ``metrics.jsonl`` rows) logged
+    with :func:`mechanism_fn` as ``eval_fn``.
+    """
+    if not history:
+        raise ValueError("empty history")
+    missing = [k for k in MECHANISM_KEYS if k not in history[0]]
+    if missing:
+        raise ValueError(f"history lacks {missing}: train with eval_fn=mechanism_fn(...) (train_induction does)")
+    out = {"steps": np.array([h["step"] for h in history])}
+    for k in MECHANISM_KEYS + (("train_loss",) if "train_loss" in history[0] else ()):
+        out[k] = np.array([h[k] for h in history], float)
+    return out
+
+
+def formation_summary(history: Sequence[Mapping], *, threshold: float = 0.5) -> dict:
+    """Per-head roles and formation windows, and the in-context loss's phase change.
+
+    A head is an ``"induction"`` head when its final prefix-matching score is
+    ≥ ``threshold``, else a ``"previous_token"`` head when its final
+    previous-token score is, else ``"none"``; ``formation`` is
+    :func:`formation_step` of the score of its role (10 % → 90 % of the way
+    from initial to final). ``in_context_loss``: its values, the 10 % → 90 %
+    window of its fall, and ``steepest_drop``, the pair of consecutive
+    checkpoints between which it falls most.
+    """
+    m = mechanism_history(history)
+    steps = m["steps"]
+    _, num_layers, num_heads = m["prefix_matching"].shape
+    heads, roles = {}, {"induction": [], "previous_token": [], "none": []}
+    for l in range(num_layers):
+        for h in range(num_heads):
+            name = f"L{l}H{h}"
+            pm, pt = m["prefix_matching"][:, l, h], m["previous_token"][:, l, h]
+            role = "induction" if pm[-1] >= threshold else "previous_token" if pt[-1] >= threshold else "none"
+            score = pm if role == "induction" else pt if role == "previous_token" else None
+            heads[name] = {
+                "role": role,
+                "prefix_matching": pm.tolist(),
+                "previous_token": pt.tolist(),
+                "formation": None if score is None else formation_step(steps, score),
+            }
+            roles[role].append(name)
+    icl = m["in_context_loss"]
+    j = int(np.argmin(np.diff(icl)))
+    return {
+        "steps": steps.tolist(),
+        "heads": heads,
+        "induction_heads": roles["induction"],
+        "previous_token_heads": roles["previous_token"],
+        "other_heads": roles["none"],
+        "in_context_loss": {
+            "values": icl.tolist(),
+            "fall": formation_step(steps, -icl),
+            "steepest_drop": [int(steps[j]), int(steps[j + 1])],
+        },
+    }
