@@ -35,6 +35,7 @@ import numpy as np
 from jax.sharding import PartitionSpec as P
 
 from slt import sharding as shard
+from slt.compilation_cache import ensure_default_cache
 from slt.cpu import compile_lowered, cpu_compiler_options
 from slt.posterior import Hyperparameters, Target, make_target
 from slt.samplers import base
@@ -468,6 +469,7 @@ def compiled_program(loss_fn, log_prior, config: RunConfig, inputs: ProgramInput
         _compiled_cache.move_to_end(key)
         compiled, seconds = _compiled_cache[key], 0.0
     else:
+        ensure_default_cache()  # a later process loads this program from disk instead of compiling it
         start = time.perf_counter()
         with jax.threefry_partitionable(THREEFRY_PARTITIONABLE):
             compiled = compile_lowered(_jitted_program.lower(inputs, **static), options)

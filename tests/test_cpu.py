@@ -158,3 +158,19 @@ def test_persistent_compilation_cache(tmp_path):
     assert first["dir"] == str(cache) and any("program" in f.name for f in files)
     second = in_subprocess(script, {"SLT_COMPILATION_CACHE": str(cache)})
     assert second["compile"] < first["compile"]
+
+
+def test_the_library_turns_the_persistent_cache_on_at_its_first_compile(tmp_path):
+    script = """
+        import json, numpy as np, jax, jax.numpy as jnp
+        from slt.posterior import Hyperparameters
+        from slt.sampling import RunConfig, run_chains
+        before = jax.config.jax_compilation_cache_dir
+        run_chains(lambda w, b: jnp.mean((b["x"] @ w) ** 2), jnp.ones(3), {"x": np.ones((16, 3), np.float32)},
+                   Hyperparameters(1e-3, 10.0, 1.0), config=RunConfig("sgld", 2, 10, 8))
+        print(json.dumps({"before": before, "after": jax.config.jax_compilation_cache_dir}))
+    """
+    cache = tmp_path / "xla"
+    seen = in_subprocess(script, {"SLT_COMPILATION_CACHE": str(cache)})
+    assert seen["before"] is None and seen["after"] == str(cache) and any(cache.iterdir())
+    assert in_subprocess(script, {"SLT_COMPILATION_CACHE": "off"})["after"] is None
