@@ -3,8 +3,11 @@
 Supported (chosen by extension, or a directory for orbax):
 
 =================  ============================================================
-``.safetensors``   flat ``{'a/b/kernel': array}``; also PyTorch state dicts via
-                   :func:`from_torch_state_dict_file` (key map + transpose).
+``.safetensors``   flat ``{'a/b/kernel': array}`` (read and written with the
+                   ``safetensors`` library; bfloat16/float8 through ml_dtypes).
+                   PyTorch state dicts load as they are into ``slt.from_torch``
+                   params; into a flax tree with ``key_map`` or
+                   :func:`from_torch_state_dict_file` (names mapped, kernels transposed).
 ``.msgpack``       flax msgpack (``flax.serialization``): nested dict of arrays.
 ``.npz``           numpy archive, always read with ``allow_pickle=False``.
 ``.npy``           a single array (read only, ``allow_pickle=False``).
@@ -24,6 +27,9 @@ dropped). Loading without a template returns nested dicts with string keys;
 pass ``template`` (any pytree with the wanted structure, e.g. the model's
 params or ``jax.eval_shape`` of them) to get the exact structure back, with
 shapes checked and dtypes cast to the template's.
+
+``key_map`` (:func:`load_params`) renames, drops or transposes the file's
+tensors before they meet the template.
 
 Errors: a missing, truncated, unreadable or mismatched checkpoint raises
 :class:`CheckpointError`, whose message names the file and what was expected
@@ -52,6 +58,7 @@ __all__ = [
     "save_params",
     "list_checkpoints",
     "from_torch_state_dict_file",
+    "torch_to_flax",
     "flatten_params",
     "unflatten_params",
     "SAFE_EXTENSIONS",
@@ -186,6 +193,9 @@ def unflatten_params(flat: Mapping[str, Any], template=None, *, source: str = "<
             lines.append(f"  found but not expected ({len(unexpected)}): {_short(unexpected)}")
         if bad_shape:
             lines.append(f"  shape mismatches: {_short(bad_shape)}")
+        hint = _naming_hint([k for k, _ in tmpl], missing, unexpected)
+        if hint:
+            lines.append(f"  {hint}")
         raise CheckpointError("\n".join(lines))
     if bad_shape:
         raise CheckpointError(f"{source}: shape mismatch with the template:\n  " + "\n  ".join(bad_shape))
@@ -193,6 +203,33 @@ def unflatten_params(flat: Mapping[str, Any], template=None, *, source: str = "<
     if treedef.num_leaves != len(values):  # pragma: no cover - exotic Variables
         raise CheckpointError(f"{source}: template has leaves that are not arrays")
     return jax.tree_util.tree_unflatten(treedef, values)
+
+
+def _torch_style(keys) -> bool:
+    """Most keys look like a PyTorch state dict's (``'fc1.weight'``: dots, no '/')."""
+    keys = list(keys)
+    return bool(keys) and sum("." in k and "/" not in k for k in keys) * 2 > len(keys)
+
+
+def _naming_hint(template_keys, missing, unexpected) -> str:
+    """What to do when the file's names and the template's differ by convention."""
+    if not missing or not unexpected:
+        return ""
+    if _torch_style(unexpected) and not _torch_style(template_keys):
+        return (
+            "the file holds a PyTorch state dict (dotted names, Linear weights [out, in]) and the template is a "
+            "JAX/flax tree: build the model with slt.from_torch(module, loss) and pass its params as the template "
+            "(no key map needed), or rename with key_map={'fc1.weight': ('fc1/kernel', 'T'), ...} ('T' transposes "
+            "torch's [out, in] to [in, out]), or read it with slt.checkpoints.from_torch_state_dict_file(path, "
+            "template), which maps names and transposes kernels by rule"
+        )
+    if _torch_style(template_keys) and not _torch_style(unexpected):
+        return (
+            "the template has PyTorch names (slt.from_torch params) but the file was written from a JAX/flax tree: "
+            "save torch checkpoints with safetensors.torch.save_file(model.state_dict(), path), or rename with "
+            "key_map={'fc1/kernel': ('fc1.weight', 'T'), ...}"
+        )
+    return "rename the file's tensors with key_map={file name: template name} (None drops a tensor)"
 
 
 def _short(items, n=8) -> str:
@@ -223,8 +260,8 @@ def _atomic_write_bytes(path: str, data: bytes) -> None:
 
 
 # --------------------------------------------------------------------------
-# safetensors (own reader: safetensors.numpy cannot load bf16; the format is
-# an 8-byte little-endian header length, a JSON header, then raw bytes)
+# safetensors, through the safetensors library (its parser checks the header,
+# offsets and length); numpy has no bfloat16/float8, ml_dtypes names them
 # --------------------------------------------------------------------------
 
 _ST_DTYPES = {
@@ -233,7 +270,6 @@ _ST_DTYPES = {
     "U64": "uint64", "U32": "uint32", "U16": "uint16", "U8": "uint8",
     "BOOL": "bool", "C64": "complex64", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
 }
-_ST_NAMES = {v: k for k, v in _ST_DTYPES.items()}
 
 
 def _np_dtype(name: str) -> np.dtype:
@@ -246,56 +282,36 @@ def _np_dtype(name: str) -> np.dtype:
 
 
 def _safetensors_bytes(flat: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None) -> bytes:
-    header: dict[str, Any] = {}
-    if metadata:
-        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
-    chunks, offset = [], 0
-    for key in sorted(flat):
-        arr = np.asarray(flat[key], order="C")
-        name = _ST_NAMES.get(arr.dtype.name)
-        if name is None:
+    import safetensors.numpy
+
+    arrays = {}
+    for key, arr in flat.items():
+        arr = np.asarray(arr, order="C")  # (np.ascontiguousarray would make a 0-d array 1-d)
+        if arr.dtype.name not in _ST_DTYPES.values():
             raise CheckpointError(f"safetensors cannot store dtype {arr.dtype} (key {key!r})")
-        raw = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
-        header[key] = {"dtype": name, "shape": list(arr.shape), "data_offsets": [offset, offset + len(raw)]}
-        chunks.append(raw)
-        offset += len(raw)
-    hb = json.dumps(header, separators=(",", ":")).encode()
-    hb += b" " * (-len(hb) % 8)
-    return struct.pack("<Q", len(hb)) + hb + b"".join(chunks)
+        arrays[key] = arr
+    meta = {str(k): str(v) for k, v in metadata.items()} if metadata else None
+    return safetensors.numpy.save(arrays, metadata=meta)
 
 
 def _read_safetensors(path: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    import safetensors
+
     with open(path, "rb") as f:
         data = f.read()
-    size = len(data)
-    if size < 8:
-        raise CheckpointError(f"{path}: truncated safetensors file ({size} bytes, expected at least 8)")
-    (n,) = struct.unpack("<Q", data[:8])
-    if 8 + n > size:
-        raise CheckpointError(f"{path}: truncated safetensors file: header needs {8 + n} bytes, file has {size}")
     try:
-        header = json.loads(data[8 : 8 + n])
-    except ValueError as e:
-        raise CheckpointError(f"{path}: not a safetensors file (bad JSON header: {e})") from None
-    meta = header.pop("__metadata__", None) or {}
-    body = memoryview(data)[8 + n :]
+        entries = safetensors.deserialize(data)
+    except Exception as e:  # safetensors.SafetensorError on a bad header or a short file
+        raise CheckpointError(f"{path}: truncated or corrupt safetensors file ({e})") from None
     out = {}
-    for key, info in header.items():
+    for key, info in entries:
         try:
             dtype = _np_dtype(_ST_DTYPES[info["dtype"]])
-            start, end = info["data_offsets"]
-            shape = tuple(info["shape"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise CheckpointError(f"{path}: unsupported or malformed entry {key!r}: {info!r} ({e})") from None
-        if end > len(body):
-            raise CheckpointError(
-                f"{path}: truncated safetensors file: tensor {key!r} needs bytes up to {8 + n + end}, "
-                f"file has {size}"
-            )
-        arr = np.frombuffer(body[start:end], dtype=dtype.newbyteorder("<"))
-        if arr.size != int(np.prod(shape)):
-            raise CheckpointError(f"{path}: tensor {key!r} has {arr.size} elements, header says shape {shape}")
-        out[key] = arr.reshape(shape).astype(dtype)
+        except (KeyError, AttributeError):
+            raise CheckpointError(f"{path}: tensor {key!r} has dtype {info['dtype']}, which slt cannot read") from None
+        out[key] = np.frombuffer(info["data"], dtype=dtype.newbyteorder("<")).reshape(tuple(info["shape"])).astype(dtype)
+    (n,) = struct.unpack("<Q", data[:8])
+    meta = json.loads(data[8 : 8 + n]).get("__metadata__") or {}
     return out, meta
 
 
@@ -327,6 +343,29 @@ _PICKLE_HINT = (
     "or slt.checkpoints.save_params('params.safetensors', params)), flax .msgpack, "
     "an orbax directory, or .npz without object arrays."
 )
+_TORCH_PICKLES = (".pt", ".pth", ".bin", ".ckpt")
+
+
+def _convert_line(files: str, single: bool) -> str:
+    """The one-line conversion of torch state-dict pickles to safetensors (run once, where the files are trusted)."""
+    save = ("st.save_file({k: v.contiguous().clone() for k, v in torch.load(f, weights_only=True).items()}, "
+            "f.rsplit('.', 1)[0] + '.safetensors')")
+    if single:
+        return f"python -c \"import torch, safetensors.torch as st; f = {files!r}; {save}\""
+    return f"python -c \"import glob, torch, safetensors.torch as st; [{save} for f in glob.glob({files!r})]\""
+
+
+def _pickle_hint(path: str, names=()) -> str:
+    """Why pickles are refused and, for torch files, the command that converts them."""
+    exts = {_ext(n) for n in names} or {_ext(path)}
+    torch_ext = next((e for e in sorted(exts) if e in _TORCH_PICKLES), None)
+    if torch_ext is None:
+        return _PICKLE_HINT
+    line = _convert_line(os.path.join(path, "*" + torch_ext), single=False) if names else _convert_line(path, single=True)
+    return (
+        "Pickle-based files can run arbitrary code when loaded, so slt refuses them. If the file is a torch "
+        f"state dict you trust, convert it once to safetensors (torch's weights_only loader): {line}"
+    )
 
 
 def _read_npz(path: str) -> dict[str, np.ndarray]:
@@ -458,16 +497,29 @@ def _ext(path: str) -> str:
 
 def _refuse_pickle(path: str) -> None:
     if _ext(path) in PICKLE_EXTENSIONS:
-        raise CheckpointError(f"{path}: refusing to load a pickle-based file ({_ext(path)}). {_PICKLE_HINT}")
+        raise CheckpointError(f"{path}: refusing to load a pickle-based file ({_ext(path)}). {_pickle_hint(path)}")
 
 
-def load_params(path: str | os.PathLike, template=None, *, step: int | None = None):
+def load_params(path: str | os.PathLike, template=None, *, step: int | None = None, key_map=None):
     """Load a params pytree from ``path`` (format by extension; a directory is orbax).
 
     ``template``: pytree (arrays, ``jax.ShapeDtypeStruct`` or NNX State) giving
     the structure, shapes and dtypes; without it nested string-keyed dicts are
     returned. ``step``: which step of an orbax ``CheckpointManager`` directory
     (default: the latest).
+
+    ``key_map`` renames the file's tensors before they meet the template: a
+    dict ``{file name: value}`` (names not in it are kept) or a callable
+    ``name -> value``, where a value is the template name, ``None`` (drop the
+    tensor), or ``(template name, "T")`` to also transpose torch's layout to
+    flax's (Linear ``[out, in]`` -> ``[in, out]``, Conv ``[out, in, *k]`` ->
+    ``[*k, in, out]``; a function of the array may stand for ``"T"``).
+
+    PyTorch state dicts (safetensors) load into ``slt.from_torch`` params as
+    they are: same names, same layout. A tied weight stored under its other
+    name (``lm_head.weight`` for ``transformer.wte.weight``) or twice is read
+    once; buffers and frozen parameters in the file are not read (from_torch
+    holds them fixed) and a warning says when the file's values differ.
     """
     path = os.fspath(path)
     _refuse_pickle(path)
@@ -488,9 +540,77 @@ def load_params(path: str | os.PathLike, template=None, *, step: int | None = No
         raise CheckpointError(
             f"{path}: unknown checkpoint format {ext!r}; expected one of {SAFE_EXTENSIONS} or an orbax directory"
         )
+    flat = _apply_key_map(flat, key_map, path)
     if _ROOT_KEY in flat and len(flat) == 1 and template is None:
         return jnp.asarray(flat[_ROOT_KEY])
+    flat = _fit_torch_layout(flat, template)
     return unflatten_params(flat, template, source=path)
+
+
+def torch_to_flax(arr: np.ndarray) -> np.ndarray:
+    """Torch weight layout to flax kernel layout: ``[out, in, *k]`` -> ``[*k, in, out]`` (``"T"`` in a key map)."""
+    arr = np.asarray(arr)
+    return arr if arr.ndim < 2 else np.transpose(arr, (*range(2, arr.ndim), 1, 0))
+
+
+def _apply_key_map(flat: dict, key_map, source: str) -> dict:
+    """Rename, drop or transpose the file's tensors as ``key_map`` asks (see :func:`load_params`)."""
+    if key_map is None:
+        return flat
+    if not (callable(key_map) or isinstance(key_map, Mapping)):
+        raise CheckpointError(f"key_map must be a dict or a function of the file's names, got {type(key_map).__name__}")
+    out: dict[str, np.ndarray] = {}
+    for key, arr in flat.items():
+        target = key_map(key) if callable(key_map) else key_map.get(key, key)
+        if target is None:
+            continue
+        transform = None
+        if isinstance(target, tuple) and len(target) == 2:
+            target, transform = target
+        if not isinstance(target, str):
+            raise CheckpointError(
+                f"key_map[{key!r}] must be a name, None, or (name, 'T'), got {target!r}"
+            )
+        if transform is not None:
+            if transform == "T":
+                transform = torch_to_flax
+            if not callable(transform):
+                raise CheckpointError(f"key_map[{key!r}]: the transform must be 'T' or a function, got {transform!r}")
+            arr = np.asarray(transform(arr))
+        if target in out:
+            raise CheckpointError(f"{source}: key_map sends two tensors to {target!r} (the second: {key!r})")
+        out[target] = arr
+    return out
+
+
+def _fit_torch_layout(flat: dict, template) -> dict:
+    """For ``slt.from_torch`` params: tied copies read once, fixed tensors (buffers, frozen) left out."""
+    import sys
+
+    bridge = sys.modules.get("slt.torch_bridge")  # only loaded once from_torch ran: no torch import here
+    layout = bridge.torch_layout(template) if bridge is not None else None
+    if layout is None:
+        return flat
+    flat = dict(flat)
+    for alias, name in layout.tied.items():
+        if alias in flat:
+            value = flat.pop(alias)
+            flat.setdefault(name, value)  # stored once under the alias (safetensors' save_model), or twice
+    differing = []
+    for name, value in layout.fixed.items():
+        if name in flat and name not in template:
+            stored = flat.pop(name)
+            same = np.shape(stored) == np.shape(value) and np.array_equal(np.asarray(stored), np.asarray(value))
+            if not same and not name.endswith("num_batches_tracked"):
+                differing.append(name)
+    if differing:
+        warnings.warn(
+            f"checkpoints hold values of buffers or frozen parameters that differ from those slt.from_torch holds "
+            f"fixed ({_short(differing)}); they are not read. To measure with a checkpoint's buffers, load its "
+            "state dict into the torch module and call slt.from_torch again.",
+            stacklevel=3,
+        )
+    return flat
 
 
 def save_params(path: str | os.PathLike, params, *, step: int | None = None, metadata: Mapping[str, str] | None = None) -> str:
@@ -558,7 +678,9 @@ def list_checkpoints(path: str | os.PathLike) -> list[tuple[int, str]]:
         found[s] = full
     if pickles:
         if not found:
-            raise CheckpointError(f"{path}: only pickle-based checkpoints found ({_short(pickles)}). {_PICKLE_HINT}")
+            raise CheckpointError(
+                f"{path}: only pickle-based checkpoints found ({_short(pickles)}). {_pickle_hint(path, pickles)}"
+            )
         warnings.warn(f"{path}: ignoring pickle-based files {_short(pickles)}", stacklevel=2)
     return sorted(found.items())
 

@@ -58,11 +58,6 @@ def test_calibrate_resolves_scale():
     assert cal.localization == pytest.approx(scale_localization(CENTER))
 
 
-def test_trajectory_refuses_scale():
-    with pytest.raises(slt.SLTInputError, match="sweeps"):
-        slt.llc_trajectory(shifted_quadratic, [(0, CENTER)], DUMMY, step_size=1e-2, localization="scale")
-
-
 def test_cli_localization_argument():
     import argparse
 

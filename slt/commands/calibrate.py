@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
+from slt.commands._common import EXIT_FAILURES, EXIT_OK, HelpFormatter, epilog, one_line_errors
 from slt.localization import SCALE, parse_localization
 from slt.samplers.base import SAMPLERS
 
+EXAMPLE = """\
+slt calibrate --task mytasks.py:make_task --nbeta 2 --localization 5 --batch-size 128 --out cal.json"""
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Show defaults, except where the default is None (the help text says what None means)."""
-
-    def _get_help_string(self, action):
-        if action.default is None:
-            return action.help
-        return super()._get_help_string(action)
+EXIT_STATUS = """\
+exit status:
+  0    a healthy step size was found and is recommended
+  1    finished, but no step size passed every check (the recommendation printed is the best there was);
+       --out and --plot are written
+  2    an error in the arguments or files (one line on stderr)
+  130  interrupted"""
 
 
 def register(subparsers) -> None:
@@ -28,14 +30,10 @@ def register(subparsers) -> None:
         "λ̂ trace levelled off within the burn-in, and λ̂(ε) ≈ λ̂(ε/2). FACTORY (a function in an importable "
         "MODULE, or in a .py file: path/to/file.py:FACTORY) returns (loss_fn, params, data) or an object with "
         "those attributes. Pass several --nbeta or --localization values to sweep them too. See docs/calibration.md.",
-        formatter_class=_Formatter,
+        formatter_class=HelpFormatter,
+        epilog=epilog(EXAMPLE, exit_status=EXIT_STATUS),
     )
-
-    def error(message):
-        print(f"slt calibrate: error: {message} (see slt calibrate --help)", file=sys.stderr)
-        sys.exit(2)
-
-    p.error = error
+    one_line_errors(p, "slt calibrate")
     p.add_argument("--task", required=True, metavar="MODULE:FACTORY", help="task factory, e.g. mypkg.tasks:make_task")
     p.add_argument("--nbeta", type=float, nargs="+", default=None, metavar="NBETA",
                    help="nβ; several values sweep it, the first is recommended (default: n/log n)")
@@ -84,4 +82,8 @@ def run(args) -> int:
         raise UserError(f"cannot write output: {err}") from None
     print(f"use: --step-size {cal.step_size:.3g} --nbeta {cal.nbeta:.6g} --localization {cal.localization:g} "
           f"--burnin {cal.num_burnin}")
-    return 0
+    if not any(r.get("healthy") for r in cal.table):
+        print(f"slt calibrate: no step size passed every check (exit status {EXIT_FAILURES}); see the warnings above",
+              file=sys.stderr)
+        return EXIT_FAILURES
+    return EXIT_OK

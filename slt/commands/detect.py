@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
-from slt.commands.demo import one_line_errors
+from slt.commands._common import HelpFormatter, epilog, one_line_errors
+
+EXAMPLE = """\
+slt detect runs/grok/llc.jsonl --signals llc,test_loss --plot transitions.png"""
+
+EXIT_STATUS = """\
+exit status:
+  0    done (failed checkpoints in the store are left out; the first line counts them)
+  2    an error in the arguments or the store (one line on stderr)
+  130  interrupted"""
 
 
 def register(subparsers) -> None:
@@ -13,8 +21,10 @@ def register(subparsers) -> None:
         "detect",
         help="find phase transitions in an LLC trajectory store",
         description="Detect rises, falls and stage boundaries of the LLC (and other stored signals such as test_loss) "
-        "over training steps with slt.detect_transitions; prints a table.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "over training steps with slt.detect_transitions; prints a table. Signals are grouped into one event when "
+        "their change points (where half of each change is done) are close; see docs/transitions.md.",
+        formatter_class=HelpFormatter,
+        epilog=epilog(EXAMPLE, exit_status=EXIT_STATUS),
     )
     one_line_errors(p, "slt detect")
     p.add_argument("file", metavar="FILE", help="trajectory store (.jsonl) written by slt llc or slt demo")
