@@ -14,8 +14,10 @@ import importlib
 import os
 import sys
 
-from slt.commands._common import EXIT_INTERRUPTED, EXIT_STATUS_HELP, EXIT_USER, HelpFormatter
+from slt.commands._common import EXIT_INTERRUPTED, EXIT_STATUS_HELP, EXIT_USER, HelpFormatter, UserError
 from slt.validation import SLTInputError
+
+__all__ = ["EXIT_STATUS_HELP", "UserError", "build_parser", "main"]
 
 COMMANDS = ("demo", "llc", "detect", "calibrate")
 
@@ -32,10 +34,6 @@ environment:
                                     XLA's CPU vector width (auto: 512 bits on AMD CPUs with AVX-512)
 
 {EXIT_STATUS_HELP}"""
-
-
-class UserError(Exception):
-    """A mistake in what the user asked for: shown as one line, exit status 2."""
 
 
 def os_error_line(err: OSError) -> str:
@@ -83,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USER
     try:
         return int(args.func(args) or 0)
-    except (UserError, SLTInputError) as err:  # a StoreError (disk, permissions, lock) is an SLTInputError
+    except SLTInputError as err:  # UserError and StoreError (disk, permissions, lock) are SLTInputErrors
         print(f"slt {args.command}: error: {_one_line(str(err))}", file=sys.stderr)
         return EXIT_USER
     except OSError as err:  # missing file, read-only directory, full disk: one line naming the file
@@ -98,7 +96,5 @@ def _one_line(text: str) -> str:
     return " ".join(text.split("\n")).strip()
 
 
-if __name__ == "__main__":  # `python -m slt.cli`: run the imported module, whose UserError the commands raise
-    from slt.cli import main as _main
-
-    sys.exit(_main())
+if __name__ == "__main__":  # `python -m slt.cli`
+    sys.exit(main())

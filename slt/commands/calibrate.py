@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from slt.commands._common import EXIT_FAILURES, EXIT_OK, HelpFormatter, epilog, one_line_errors
+from slt.commands._common import EXIT_FAILURES, EXIT_OK, HelpFormatter, UserError, epilog, one_line_errors
 from slt.localization import SCALE, parse_localization
 from slt.samplers.base import SAMPLERS
 
@@ -15,8 +15,8 @@ slt calibrate --task mytasks.py:make_task --nbeta 2 --localization 5 --batch-siz
 EXIT_STATUS = """\
 exit status:
   0    a healthy step size was found and is recommended
-  1    finished, but no step size passed every check (the recommendation printed is the best there was);
-       --out and --plot are written
+  1    finished, but failed to find a healthy step: no step size passed every check (the recommendation
+       printed is the best there was); --out and --plot are written
   2    an error in the arguments or files (one line on stderr)
   130  interrupted"""
 
@@ -55,7 +55,6 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from slt.calibration import calibrate
-    from slt.cli import UserError
     from slt.task import load_task
 
     gammas = args.localization or [1.0]

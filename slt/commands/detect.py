@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from slt.commands._common import HelpFormatter, epilog, one_line_errors
+from slt.commands._common import HelpFormatter, UserError, epilog, one_line_errors
 
 EXAMPLE = """\
 slt detect runs/grok/llc.jsonl --signals llc,test_loss --plot transitions.png"""
@@ -38,7 +38,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from slt.cli import UserError
     from slt.trajectory import Trajectory
 
     traj = Trajectory.load(args.file)
