@@ -742,3 +742,40 @@ def test_user_error_importable_from_the_cli_and_an_input_error():
 
     with pytest.raises(slt.cli.UserError):
         load_task("nocolon")
+
+
+GPT2_NAMES_TASK = textwrap.dedent("""
+    import jax.numpy as jnp
+
+    def loss_fn(params, batch):
+        return sum(jnp.sum(v ** 2) for v in params.values()) + 0.0 * jnp.sum(batch)
+
+    def make():  # GPT-2's attention names and layout: fused QKV [d, 3d], d = 4, 2 heads
+        params = {"transformer.h.0.attn.c_attn.weight": jnp.zeros((4, 12)),
+                  "transformer.h.0.attn.c_attn.bias": jnp.zeros((12,)),
+                  "transformer.h.0.attn.c_proj.weight": jnp.zeros((4, 4))}
+        return loss_fn, params, jnp.zeros((50, 1))
+""")
+
+
+def test_llc_heads_of_gpt2_names_need_num_heads(tmp_path, monkeypatch, capsys):
+    import slt.trajectory
+
+    seen = {}
+
+    def fake(loss_fn, checkpoints, data, **kwargs):
+        seen.update(kwargs)
+        return FakeTrajectory()
+
+    monkeypatch.setattr(slt.trajectory, "llc_trajectory", fake)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "gpt2names_cli.py").write_text(GPT2_NAMES_TASK)
+    args = ["llc", "--task", "gpt2names_cli:make", "--checkpoints", str(tmp_path), "--out", "o.jsonl",
+            "--components", "heads"]
+    assert main([*args, "--num-heads", "2"]) == 0
+    masks = seen["components"]
+    assert sorted(masks) == ["L0H0", "L0H1"]
+    qkv = np.asarray(masks["L0H1"]["transformer.h.0.attn.c_attn.weight"])
+    assert qkv.shape == (4, 12) and qkv.sum() == 4 * 6  # head 1's columns of each of Q, K and V
+    one_line_error(capsys, [*args[:-2], "--num-heads", "2"], "slt llc: error: --num-heads goes with")
+    one_line_error(capsys, [*args, "--num-heads", "0"], "slt llc: error: --num-heads")

@@ -19,8 +19,9 @@ EXIT_STATUS_HELP = """\
 exit status:
   0    finished; every checkpoint has a healthy estimate
   1    finished with failures: some checkpoints could not be read or measured
-       (a corrupt file, a non-finite loss, every chain diverged); everything
-       that finished is written and the failures are listed
+       (a corrupt file, a non-finite loss, every chain of the model or of a
+       component diverged); everything that finished is written and each
+       failure is listed on stderr
   2    stopped by an error in the arguments, the input files or the disk (one
        line on stderr: bad option, missing or unreadable file, a store made with
        other settings or in use by another process, permission denied, disk full)

@@ -62,6 +62,9 @@ def register(subparsers) -> None:
                         "top-level subtree), heads (every attention head), or glob patterns over '/'-joined "
                         "parameter paths, each its own component (NAME=PATTERN names it); the whole model is "
                         "always measured too")
+    p.add_argument("--num-heads", type=int, default=None, metavar="H",
+                   help="heads per attention layer, for --components heads on Hugging Face GPT-2 names (the "
+                        "model's config.n_head; this package's transformers need none)")
     p.add_argument("--thin", type=int, default=1, help="sampler steps between draws")
     p.add_argument("--batch-size", type=int, default=None, help="minibatch size (default: full batch)")
     p.add_argument("--sampler", default="sgld", help="sgld, psgld, sghmc, sgnht or mala")
@@ -109,6 +112,11 @@ def run(args) -> int:
         if value < 1:
             raise UserError(f"--{name} must be ≥ 1, got {value}")
     components = parse_components(args.components)
+    if args.num_heads is not None:
+        if components != "heads":
+            raise UserError("--num-heads goes with --components heads")
+        if args.num_heads < 1:
+            raise UserError(f"--num-heads must be ≥ 1, got {args.num_heads}")
     num_burnin = args.burnin
     if num_burnin is None:
         num_burnin = AUTO if args.step_size == AUTO else 0
@@ -122,6 +130,10 @@ def run(args) -> int:
 
         loss_fn, params, data = load_task(args.task)
         meta = {"task": args.task}
+    if components == "heads" and args.num_heads is not None:
+        from slt.components import heads
+
+        components = heads(params, num_heads=args.num_heads)  # {"L{l}H{h}": mask} by the parameter names
     extra = {} if components is None else {"components": components}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
