@@ -779,3 +779,26 @@ def test_llc_heads_of_gpt2_names_need_num_heads(tmp_path, monkeypatch, capsys):
     assert qkv.shape == (4, 12) and qkv.sum() == 4 * 6  # head 1's columns of each of Q, K and V
     one_line_error(capsys, [*args[:-2], "--num-heads", "2"], "slt llc: error: --num-heads goes with")
     one_line_error(capsys, [*args, "--num-heads", "0"], "slt llc: error: --num-heads")
+
+
+def test_llc_restart_refused_while_the_store_is_in_use(tmp_path, monkeypatch, capsys):
+    from slt.store import TrajectoryStore, read_store
+
+    ck = write_toy_task(tmp_path, monkeypatch)
+    out = tmp_path / "llc.jsonl"
+    args = ["llc", "--task", "toytask_cli:make", "--checkpoints", str(ck), "--out", str(out), "--step-size", "1e-3",
+            "--chains", "2", "--draws", "20", "--no-progress"]
+    assert main(args) == 0
+    capsys.readouterr()
+    before = out.read_bytes()
+    header, _ = read_store(out)
+    holder = TrajectoryStore(out, header["config"], header["meta"]).open()  # another writer, as a second process
+    try:
+        changed = [a if a != "1e-3" else "2e-3" for a in args]
+        err = one_line_error(capsys, [*changed, "--restart"], "slt llc: error:")
+        assert str(out) in err and "another process" in err
+    finally:
+        holder.close()
+    assert out.read_bytes() == before and not (tmp_path / "llc.jsonl.1").exists()  # the live store stays
+    assert main([*changed, "--restart"]) == 0  # once it is free, the old store is moved aside
+    assert (tmp_path / "llc.jsonl.1").read_bytes() == before
