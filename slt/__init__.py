@@ -5,6 +5,7 @@ Public API (stable names):
     estimate_llc_components           refined LLCs of many components in one compiled program
     attention_heads, heads, layers    name components (slt.components)
     bayesian_influence, susceptibilities, bayes_quartet   posterior observables (BIF, χ, quartet and WAIC)
+    observable_trajectory             any of them over checkpoints (resumable)
     llc_trajectory, Trajectory        LLC over a sequence of checkpoints (resumable)
     detect_transitions, Transition    phase transitions in trajectories
     free_energy, FreeEnergyResult     WBIC and thermodynamic integration
@@ -52,6 +53,8 @@ _LAZY = {
     "susceptibilities": "slt.influence",
     "Susceptibilities": "slt.influence",
     "bayes_quartet": "slt.quartet",
+    "observable_trajectory": "slt.observable_sweep",
+    "ObservableTrajectory": "slt.observable_sweep",
     "BayesQuartet": "slt.quartet",
     "attention_heads": "slt.components",
     "heads": "slt.components",

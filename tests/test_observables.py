@@ -147,3 +147,30 @@ def test_bad_input_is_refused_before_sampling(call, message, monkeypatch):
     monkeypatch.setattr(slt.sampling, "compiled_program", lambda *a, **k: pytest.fail("compiled before validating"))
     with pytest.raises(SLTInputError, match=message):
         call()
+
+
+def test_observables_over_checkpoints_resume_and_record_failures(tmp_path):
+    """observable_trajectory: the BIF at each checkpoint equals a direct call (same seed); a rerun loads the
+    finished checkpoints instead of sampling; a checkpoint that cannot load is recorded as failed."""
+    from functools import partial
+
+    from slt.checkpoints import save_params
+
+    measure = partial(quiet, slt.bayesian_influence, nll, train_data=TRAIN, query_data=QUERY, step_size=1e-3,
+                      num_chains=2, num_draws=200, progress=False)
+    shifted = W_STAR + 0.05
+    save_params(tmp_path / "ck" / "step_20.safetensors", {"w": shifted})
+    (tmp_path / "ck" / "step_30.safetensors").write_bytes(b"\x10\x00")  # truncated
+    ckpts = [(10, {"w": W_STAR}), (20, str(tmp_path / "ck" / "step_20.safetensors")),
+             (30, str(tmp_path / "ck" / "step_30.safetensors"))]
+    wrapped = lambda p: measure(params=p["w"])  # noqa: E731
+    traj = slt.observable_trajectory(wrapped, ckpts, out=tmp_path / "bif", template={"w": W_STAR})
+    assert traj.steps == [10, 20, 30] and traj.failed == [30] and "step_30" in traj.errors[30]
+    direct = measure(params=shifted)
+    np.testing.assert_allclose(traj.results[20].values, direct.values, rtol=1e-5, atol=1e-7)
+    assert traj.results[20].llc.timing["compile_seconds"] == 0.0  # the first checkpoint's program reused
+    calls = []
+    again = slt.observable_trajectory(lambda p: calls.append(p), ckpts[:2], out=tmp_path / "bif")
+    assert calls == []  # nothing recomputed
+    np.testing.assert_array_equal(again.values()[1], traj.results[20].values)
+    assert again.results[20]["settings"]["n_query"] == 50 and again.status == {10: "ok", 20: "ok"}

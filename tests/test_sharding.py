@@ -127,3 +127,29 @@ def test_multihost_estimate_and_trajectory(local_devices, expected_devices):
     assert results[0] == results[1]  # every process gets the same gathered numbers
     assert results[0]["devices"] == expected_devices and results[0]["traj_devices"] == expected_devices
     assert all(np.isfinite(results[0]["traj"]))
+
+
+def test_observables_sharded_over_devices_equal_one_device():
+    """The BIF's observations (per-example losses at draws, reduced per chain) with chains split over 2 devices
+    give the same numbers as on one device: the observer is part of the one program, sharded with the chains."""
+    script = """
+        import json, warnings
+        import jax, jax.numpy as jnp, numpy as np
+        import slt
+        warnings.simplefilter("ignore")
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(60, 2)).astype(np.float32)
+        y = (x @ np.ones(2) + rng.normal(size=60)).astype(np.float32)
+        nll = lambda w, b: jnp.mean((b[1] - b[0] @ w) ** 2) / 2
+        w = jnp.asarray(np.linalg.lstsq(x, y, rcond=None)[0], jnp.float32)
+        kw = dict(step_size=1e-3, num_chains=4, num_draws=200, seed=1, progress=False)
+        one = slt.bayesian_influence(nll, w, (x[:40], y[:40]), (x[40:], y[40:]), devices=jax.devices()[:1], **kw)
+        two = slt.bayesian_influence(nll, w, (x[:40], y[:40]), (x[40:], y[40:]), devices="all", **kw)
+        print(json.dumps({"devices": [one.llc.timing["num_devices"], two.llc.timing["num_devices"]],
+                          "max_diff": float(np.max(np.abs(one.values - two.values))),
+                          "scale": float(np.max(np.abs(one.values))),
+                          "shape": list(two.values.shape)}))
+    """
+    out = in_subprocess(script, {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    assert out["devices"] == [1, 2] and out["shape"] == [40, 20]
+    assert out["max_diff"] <= 1e-5 * out["scale"], out
