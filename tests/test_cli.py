@@ -802,3 +802,29 @@ def test_llc_restart_refused_while_the_store_is_in_use(tmp_path, monkeypatch, ca
     assert out.read_bytes() == before and not (tmp_path / "llc.jsonl.1").exists()  # the live store stays
     assert main([*changed, "--restart"]) == 0  # once it is free, the old store is moved aside
     assert (tmp_path / "llc.jsonl.1").read_bytes() == before
+
+
+class FakeCalibration:
+    step_size, nbeta, localization, num_burnin = 1e-3, 20.0, 1.0, 100
+
+    def __init__(self, healthy):
+        self.table = [{"step_size": 1e-3, "healthy": healthy}, {"step_size": 2e-3, "healthy": False}]
+
+    def summary(self):
+        return "summary"
+
+    def to_dict(self):
+        return {"step_size": self.step_size, "table": self.table}
+
+
+@pytest.mark.parametrize("healthy, rc", [(True, 0), (False, 1)])
+def test_calibrate_exit_status_1_when_no_step_is_healthy(healthy, rc, tmp_path, monkeypatch, capsys):
+    import slt.calibration
+
+    monkeypatch.setattr(slt.calibration, "calibrate", lambda *a, **k: FakeCalibration(healthy))
+    out = tmp_path / "cal.json"
+    assert main(["calibrate", "--task", "tests.tasks_for_cli:quadratic_task", "--out", str(out)]) == rc
+    assert json.loads(out.read_text())["step_size"] == 1e-3  # written either way
+    captured = capsys.readouterr()
+    assert "--step-size 0.001" in captured.out
+    assert ("no step size passed every check" in captured.err) == (not healthy)
