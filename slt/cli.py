@@ -14,7 +14,13 @@ import importlib
 import os
 import sys
 
-from slt.commands._common import EXIT_INTERRUPTED, EXIT_STATUS_HELP, EXIT_USER, HelpFormatter, UserError
+from slt.commands._common import (
+    EXIT_INTERRUPTED,
+    EXIT_STATUS_HELP,
+    EXIT_USER,
+    HelpFormatter,
+    UserError,
+)
 from slt.validation import SLTInputError
 
 __all__ = ["EXIT_STATUS_HELP", "UserError", "build_parser", "main"]
@@ -64,7 +70,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from slt.compilation_cache import enable_persistent_cache
-
     from slt.cpu import cpu_compiler_options, use_cpu_cores_from_env
 
     enable_persistent_cache()  # SLT_COMPILATION_CACHE=dir or "off"; default ~/.cache/slt-jax/xla

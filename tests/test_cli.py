@@ -171,9 +171,9 @@ def test_help_shows_example_defaults_once_and_exit_statuses(command, capsys):
     assert out.count("\nexample:\n") == 1
     # the exit statuses
     status = out.split("\nexit status:\n", 1)[1]
-    assert re.search(r"^  0 ", status, re.M) and re.search(r"^  2 ", status, re.M) and "130" in status
+    assert re.search(r"^  0 ", status, re.MULTILINE) and re.search(r"^  2 ", status, re.MULTILINE) and "130" in status
     if command != "detect":
-        assert re.search(r"^  1 .*fail", status, re.M)
+        assert re.search(r"^  1 .*fail", status, re.MULTILINE)
 
 
 def test_top_level_help_has_example_and_exit_statuses(capsys):

@@ -5,7 +5,14 @@ from __future__ import annotations
 import json
 import sys
 
-from slt.commands._common import EXIT_FAILURES, EXIT_OK, HelpFormatter, UserError, epilog, one_line_errors
+from slt.commands._common import (
+    EXIT_FAILURES,
+    EXIT_OK,
+    HelpFormatter,
+    UserError,
+    epilog,
+    one_line_errors,
+)
 from slt.localization import SCALE, parse_localization
 from slt.samplers.base import SAMPLERS
 

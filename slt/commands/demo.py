@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import math
 
-from slt.commands._common import (  # noqa: F401 (one_line_errors: imported from here by older code)
+from slt.commands._common import (
     FAILED,
     HelpFormatter,
     UserError,
