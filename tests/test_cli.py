@@ -828,3 +828,18 @@ def test_calibrate_exit_status_1_when_no_step_is_healthy(healthy, rc, tmp_path, 
     captured = capsys.readouterr()
     assert "--step-size 0.001" in captured.out
     assert ("no step size passed every check" in captured.err) == (not healthy)
+
+
+def test_llc_task_file_imports_the_modules_beside_it(tmp_path, monkeypatch, capsys):
+    import slt.trajectory
+
+    seen = {}
+    monkeypatch.setattr(slt.trajectory, "llc_trajectory", lambda *a, **k: seen.update(k) or FakeTrajectory())
+    here = tmp_path / "project"
+    here.mkdir()
+    (here / "toytask_cli_sib.py").write_text(TASK)
+    (here / "entry_cli.py").write_text("from toytask_cli_sib import make\n")  # a sibling import
+    monkeypatch.chdir(tmp_path)  # not the task's directory
+    spec = "project/entry_cli.py:make"
+    assert main(["llc", "--task", spec, "--checkpoints", str(tmp_path), "--out", "o.jsonl"]) == 0
+    assert seen["meta"] == {"task": spec} and set(seen["template"]) == {"w", "b"}
