@@ -28,6 +28,7 @@ def mse(model, batch):
     return jnp.mean((model(batch["x"]) - batch["y"]) ** 2)
 
 
+@pytest.mark.slow
 def test_nnx_module():
     model = nnx.Linear(2, 1, rngs=nnx.Rngs(0))
     model.kernel[...] = jnp.array([[1.0], [-2.0]])
@@ -42,6 +43,7 @@ def test_nnx_module():
     np.testing.assert_array_equal(model.kernel[...], jnp.array([[1.0], [-2.0]]))
 
 
+@pytest.mark.slow
 def test_linen_module():
     module = linen.Dense(1)
     variables = module.init(jax.random.PRNGKey(0), jnp.ones((1, 2)))

@@ -56,6 +56,7 @@ def test_window_rule_stops_a_diffusive_rise_with_little_of_it_left():
     assert 1.5 < 100 - curve[stop - 1] < 3.0, (stop, 100 - curve[stop - 1])
 
 
+@pytest.mark.slow
 def test_auto_burnin_reaches_the_exact_value_where_a_short_burnin_does_not():
     exact = DIM * quartic(T)
     with warnings.catch_warnings():
@@ -372,6 +373,7 @@ def test_bad_auto_burnin_settings_are_refused(bad):
         AutoBurnin(**bad)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sampler", ["sgld", "sghmc"])
 def test_auto_step_gets_the_bias_check_for_every_sampler(sampler):
     """estimate_llc(step_size="auto") bias-checks the calibrated step; a step the user gives is left alone."""

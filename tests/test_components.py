@@ -126,6 +126,7 @@ def test_frozen_coordinates_stay_bitwise_at_w_star(sampler):
             assert np.all(moved[:, m] != np.asarray(start)[m])  # the free ones did move
 
 
+@pytest.mark.slow
 def test_bounding_box_and_noise_level():
     box = 1e-3
     config = RunConfig("sgld", 2, 200, 256, sampler_options=(("bounding_box", box),))

@@ -135,6 +135,7 @@ def test_an_option_this_xla_does_not_know_is_dropped_not_fatal(monkeypatch, comp
     monkeypatch.setattr(slt.cpu, "_rejected_options", {"xla_cpu_prefer_vector_width"})
     assert slt.cpu.cpu_compiler_options() == {}  # a refused option is not reported as in force
 
+@pytest.mark.slow
 def test_persistent_compilation_cache(tmp_path):
     from slt.compilation_cache import cache_dir_setting, default_cache_dir
 
@@ -160,6 +161,7 @@ def test_persistent_compilation_cache(tmp_path):
     assert second["compile"] < first["compile"]
 
 
+@pytest.mark.slow
 def test_the_library_turns_the_persistent_cache_on_at_its_first_compile(tmp_path):
     script = """
         import json, numpy as np, jax, jax.numpy as jnp

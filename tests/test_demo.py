@@ -17,6 +17,7 @@ def tiny(tmp_path_factory):
     return out, report
 
 
+@pytest.mark.slow
 def test_the_report_has_each_layer_and_every_warning(tiny):
     out, report = tiny
     saved = json.loads((out / "report.json").read_text())

@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
          "grokking_transformer.png"),
     ],
 )
+@pytest.mark.slow
 def test_example_runs_and_saves_plot(script, args, png, tmp_path):
     env = {**os.environ, "MPLBACKEND": "Agg", "JAX_PLATFORMS": "cpu"}
     proc = subprocess.run([sys.executable, str(ROOT / "examples" / script), "--out", str(tmp_path), *args],

@@ -84,6 +84,7 @@ def ti_result():
                        num_draws=600, num_burnin=200, seed=1, **COMMON)
 
 
+@pytest.mark.slow
 def test_ti_matches_exact_free_energy(ti_result):
     r = ti_result
     exact = MODEL.free_energy()
@@ -235,6 +236,7 @@ def test_bad_inputs_data_and_fit():
         fit_learning_coefficient(t, [0.1, 0.2, 0.3], multiplicity=0)
 
 
+@pytest.mark.slow
 def test_auto_step_states_an_error_that_covers_its_bias():
     """SGLD at the calibrated step, d = 3, n = 500: F(ε) alone is several sampling errors off (the step's O(ε)
     bias; measured +0.88 nats, 4.9 errors). The coupled ε/2 run gives the value and puts D = F(ε) - F(ε/2) in

@@ -146,6 +146,7 @@ def test_gelu_exact_matches_float64_erf():
     assert np.abs(tanh_approx - exact).max() > 1e-4  # the check can tell the approximation from the exact form
 
 
+@pytest.mark.slow
 def test_modular_mlp_task():
     task = make_modular_task("mlp", p=53, seed=0)
     assert task.train_data["x"].shape == (1404, 2) and task.test_data["x"].shape == (1405, 2)
@@ -160,6 +161,7 @@ def test_modular_mlp_task():
     np.testing.assert_allclose(jax.jit(task.accuracy_fn)(task.params, task.test_data), m["test_acc"], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_transformer_forward():
     task = make_modular_task("transformer", p=13, train_frac=0.3, d_model=32, num_heads=4, d_mlp=64)
     run = jax.jit(lambda p, x: (lambda m: (m(x), m.residual(x)))(nnx.merge(task.graphdef, p)))

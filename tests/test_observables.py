@@ -109,6 +109,7 @@ def test_susceptibility_of_a_quadratic_observable_is_exact():
     assert "quadratic" in s.table()
 
 
+@pytest.mark.slow
 def test_component_observables_and_observer_memory():
     s = quiet(slt.susceptibilities, nll, W_STAR, TRAIN, {"held_out": QUERY}, components=None,
               observables={"w0": lambda w: w[0]}, step_size=1e-3, num_chains=2, num_draws=300)

@@ -10,6 +10,7 @@ from slt.sampling import ProgramInputs, RunConfig, chain_keys, compiled_program
 from tests.support import DATA, HP, PARAMS, loss, run
 
 
+@pytest.mark.slow
 def test_streaming_equals_in_memory():
     memory = run()
     streamed = run(stream_chunks=20)
@@ -26,6 +27,7 @@ def test_streaming_from_a_memmap(tmp_path):
     a = run(data, stream_chunks=40)  # 40 + 20 steps
     np.testing.assert_allclose(a.loss_trace, run().loss_trace, rtol=1e-6, atol=1e-6)
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sampler", ["psgld"])  # the richest state (position, square_avg, count)
 def test_continuing_a_run_equals_one_longrun(sampler):
     full = run(config=RunConfig(sampler, 4, 60, 16, acceptance_every=10))
@@ -36,6 +38,7 @@ def test_continuing_a_run_equals_one_longrun(sampler):
     np.testing.assert_array_equal(np.concatenate([a.acceptance_steps, b.acceptance_steps]), full.acceptance_steps)
     assert b.final_state.step == 60
 
+@pytest.mark.slow
 @pytest.mark.parametrize("split", [0, 3, 25, 59])
 def test_acceptance_checks_sit_on_global_steps_whatever_the_chunking(split):
     """Checks at the steps ≡ 0 mod every, with the same values, however the run is cut into programs."""
@@ -52,6 +55,7 @@ def test_acceptance_checks_sit_on_global_steps_whatever_the_chunking(split):
     np.testing.assert_allclose(np.concatenate([p.acceptance for p in parts], 1), full.acceptance, rtol=1e-5)
     np.testing.assert_allclose(np.concatenate([p.loss_trace for p in parts], 1), full.loss_trace, rtol=1e-6, atol=1e-6)
 
+@pytest.mark.slow
 def test_memory_and_traces_do_not_grow_with_steps():
     data = jax.tree.map(jnp.asarray, DATA)
     keys = jnp.asarray(chain_keys(0, 4, "counter_hash"))

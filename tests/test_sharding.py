@@ -11,6 +11,7 @@ import pytest
 from tests.support import ROOT, in_subprocess
 
 
+@pytest.mark.slow
 def test_sharded_run_equals_single_devicerun():
     script = """
         import json, numpy as np, jax, jax.numpy as jnp
@@ -80,6 +81,7 @@ def test_sharded_run_equals_single_devicerun():
     assert "2 devices cannot split a group of 1 checkpoint(s) × 1 chain(s)" in out["trajectory_devices_error"]
     assert out["resumed_done"] == 2  # a finished store resumes without a devices check on an empty group
 
+@pytest.mark.slow
 def test_automatic_devices_use_the_most_that_divide_the_chains():
     script = """
         import json
@@ -108,6 +110,7 @@ print(json.dumps({"llc": r.llc_mean, "devices": r.timing["num_devices"], "traj":
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("local_devices,expected_devices", [(1, 2), (2, 1)])
 def test_multihost_estimate_and_trajectory(local_devices, expected_devices):
     """Two processes (jax.distributed, CPU): 2 chains span both hosts with one device each, and stay local
@@ -129,6 +132,7 @@ def test_multihost_estimate_and_trajectory(local_devices, expected_devices):
     assert all(np.isfinite(results[0]["traj"]))
 
 
+@pytest.mark.slow
 def test_observables_sharded_over_devices_equal_one_device():
     """The BIF's observations (per-example losses at draws, reduced per chain) with chains split over 2 devices
     give the same numbers as on one device: the observer is part of the one program, sharded with the chains."""

@@ -209,6 +209,7 @@ SWEEP_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill(tmp_path, reference):
     ckdir = write_dir(tmp_path / "ck")
     out = tmp_path / "llc.jsonl"
@@ -274,6 +275,7 @@ def test_bad_inputs():
 AUTO = dict(nbeta=20.0, num_chains=2, num_draws=60, batch_size=32, acceptance_checks=0, progress=False)
 
 
+@pytest.mark.slow
 def test_auto_step_one_epsilon_for_all_checkpoints_recorded_and_reused(tmp_path, monkeypatch):
     import slt.calibration as calibration
 
@@ -313,6 +315,7 @@ def test_auto_step_one_epsilon_for_all_checkpoints_recorded_and_reused(tmp_path,
     assert [r for r in read_store(out)[1] if r.get("kind") == "settings"] == [note]
 
 
+@pytest.mark.slow
 def test_components_sweep_matches_each_component_run_alone():
     from slt.llc import estimate_llc
 

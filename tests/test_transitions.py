@@ -66,6 +66,7 @@ def test_rise_then_fall_with_boundary_between():
     assert [t.step for t in ts] == sorted(t.step for t in ts)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("with_stds", [False, True])
 def test_pure_noise_gives_nothing(with_stds):
     steps, u = grid(60)
@@ -283,6 +284,7 @@ def test_comoving_signal_joins_event_of_another():
     assert any(e.signals[0] == "llc" and e.kind == "rise" for e in ev)
 
 
+@pytest.mark.slow
 def test_flat_noisy_signal_is_not_comoving():
     for seed in range(3):
         rng = np.random.default_rng(100 + seed)
