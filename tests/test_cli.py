@@ -38,6 +38,7 @@ def demo_dir(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_demo_tiny_end_to_end(demo_dir, capsys):
     report = json.loads((demo_dir / "report.json").read_text())
     assert REPORT_KEYS <= set(report)
@@ -62,6 +63,7 @@ def test_demo_tiny_end_to_end(demo_dir, capsys):
     one_line_error(capsys, ["demo", "grokking", "--tiny", "--seed", "1", "--out", str(demo_dir)], "slt demo: error:")
 
 
+@pytest.mark.slow
 def test_detect_on_store(demo_dir, capsys, tmp_path):
     png = tmp_path / "t.png"
     rc = main(["detect", str(demo_dir / "llc.jsonl"), "--signals", "llc,train_acc", "--linear", "--plot", str(png)])
@@ -294,6 +296,7 @@ def test_llc_interrupted_exits_130(tmp_path, monkeypatch, capsys):
     assert "interrupted" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_llc_auto_step_and_burnin_end_to_end(tmp_path, monkeypatch, capsys):
     ck = write_toy_task(tmp_path, monkeypatch)
     out = tmp_path / "llc.jsonl"
@@ -570,6 +573,7 @@ JAX_TWIN = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_llc_torch_model_on_a_torch_checkpoint_folder(tmp_path, monkeypatch, capsys):
     torch = pytest.importorskip("torch")
     safetensors_torch = pytest.importorskip("safetensors.torch")
