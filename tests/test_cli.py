@@ -233,6 +233,22 @@ class FakeTrajectory:
         return "table"
 
 
+def sweep_arguments(flags, tmp_path, monkeypatch) -> dict:
+    """The keyword arguments ``slt llc ... FLAGS`` passes to llc_trajectory (a stand-in sweep records them)."""
+    import slt.trajectory
+
+    seen = {}
+
+    def fake(loss_fn, checkpoints, data, **kwargs):
+        seen.update(kwargs)
+        return FakeTrajectory()
+
+    monkeypatch.setattr(slt.trajectory, "llc_trajectory", fake)
+    ck = write_toy_task(tmp_path, monkeypatch)
+    assert main(["llc", "--task", "toytask_cli:make", "--checkpoints", str(ck), "--out", "o.jsonl", *flags]) == 0
+    return seen
+
+
 @pytest.mark.parametrize(
     "flags, expect",
     [
@@ -245,17 +261,7 @@ class FakeTrajectory:
     ],
 )
 def test_llc_step_burnin_localization_options(flags, expect, tmp_path, monkeypatch, capsys):
-    import slt.trajectory
-
-    seen = {}
-
-    def fake(loss_fn, checkpoints, data, **kwargs):
-        seen.update(kwargs)
-        return FakeTrajectory()
-
-    monkeypatch.setattr(slt.trajectory, "llc_trajectory", fake)
-    ck = write_toy_task(tmp_path, monkeypatch)
-    assert main(["llc", "--task", "toytask_cli:make", "--checkpoints", str(ck), "--out", "o.jsonl", *flags]) == 0
+    seen = sweep_arguments(flags, tmp_path, monkeypatch)
     assert {k: seen[k] for k in expect} == expect
 
 
@@ -487,18 +493,7 @@ def test_demo_reads_the_layers_statuses_from_its_store(tmp_path, monkeypatch, ca
     ],
 )
 def test_llc_components_passed_to_the_sweep(flags, expect, tmp_path, monkeypatch, capsys):
-    import slt.trajectory
-
-    seen = {}
-
-    def fake(loss_fn, checkpoints, data, **kwargs):
-        seen.update(kwargs)
-        return FakeTrajectory()
-
-    monkeypatch.setattr(slt.trajectory, "llc_trajectory", fake)
-    ck = write_toy_task(tmp_path, monkeypatch)
-    assert main(["llc", "--task", "toytask_cli:make", "--checkpoints", str(ck), "--out", "o.jsonl", *flags]) == 0
-    assert seen.get("components") == expect
+    assert sweep_arguments(flags, tmp_path, monkeypatch).get("components") == expect
 
 
 @pytest.mark.parametrize("flags, words", [(["--components", "layers", "w"], "give it alone"),
