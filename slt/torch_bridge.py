@@ -202,5 +202,7 @@ def _check_names(params, names: frozenset) -> None:
         raise SLTInputError(
             "params do not match the torch module's parameter names"
             + (f"; missing {missing[:5]}" if missing else "") + (f"; unexpected {extra[:5]}" if extra else "")
-            + ": pass the params returned by from_torch (or ones loaded with it as the template)"
+            + ": pass the params returned by from_torch, or load checkpoints with them as the template "
+            "(load_params(path, params), llc_trajectory(..., template=params)), which reads tied copies once "
+            "and leaves out the buffers and frozen parameters that from_torch holds fixed"
         )
