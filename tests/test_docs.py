@@ -160,8 +160,8 @@ def run_doc(path: str, workdir: Path, timeout: float = TIMEOUT) -> dict:
     env = dict(os.environ, MPLBACKEND="Agg", XDG_CACHE_HOME=str(workdir / ".cache"), PYTHONUNBUFFERED="1")
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run([sys.executable, "-c", script], check=False, cwd=workdir, env=env, capture_output=True, text=True,
-                              timeout=timeout)
+        proc = subprocess.run([sys.executable, "-c", script], check=False, cwd=workdir, env=env, capture_output=True,
+                              text=True, timeout=timeout)
         output, returncode = proc.stdout + proc.stderr, proc.returncode
     except subprocess.TimeoutExpired as e:
         parts = [p.decode(errors="replace") if isinstance(p, bytes) else p for p in (e.stdout, e.stderr) if p]
