@@ -1,133 +1,142 @@
-"""Induction heads forming in the slt.models.induction organism, over seeds.
+"""Induction heads over seeds: formation by mechanism vs transitions in each head's LLC.
 
-Trains the default organism (make_induction_task + train_induction) at each
-seed and reports, per seed, when each mechanism forms: the 10 % → 90 % window
-of the best induction head's prefix-matching score and of the best layer-0
-previous-token head's score, the fall of the in-context loss and of the loss
-on the repeat, and the pair of checkpoints between which the in-context loss
-falls most; then every head's final scores. Writes both tables into
-docs/induction.md.
+Runs the induction demo (``slt.induction_demo.run_induction_demo``: train, the whole model's and every
+head's weight-refined LLC at every checkpoint, the detector on each) at each seed, into ``OUT/seedS``
+(a finished run there is reused), and checks, per seed (``validate_report``):
 
-    python bench/induction.py                  # seeds 0-4, about 2 minutes on 2 CPU cores
-    python bench/induction.py --seeds 0 1 2 --no-write
+* every induction head (final prefix-matching ≥ 0.5) has a flagged rise or fall of its own LLC whose
+  change point lies in its prefix-matching score's 10 % → 90 % window, stretched ×/÷ 1.5 in step (slack in
+  log step); every previous-token head likewise against its previous-token score;
+* heads of neither role: every flag is a false alarm (counted);
+* the whole-model LLC and the in-context loss have transitions whose windows overlap.
+
+Writes three tables into docs/induction.md: formation step by mechanism vs by LLC per seed, the checks per
+seed, and every head's final scores.
+
+    python bench/induction.py                      # seeds 0 1 2, full demo settings, ~5 min per seed on 2 cores
+    python bench/induction.py --quick --no-write   # the quick settings
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import shutil
 import sys
 import time
 from pathlib import Path
-
-import numpy as np
-
-from slt.models import induction as ind
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_line, markdown_table, write_section  # noqa: E402
 
 
 def window(f) -> str:
-    """'start–end (mid)': the 10 %, 90 % and 50 % crossings."""
-    return "—" if f is None or f["start"] is None else f"{f['start']:.0f}–{f['end']:.0f} ({f['mid']:.0f})"
+    return "—" if not f or f.get("start") is None else f"{f['start']:.0f}–{f['end']:.0f}"
 
 
-def run_seed(seed: int, num_steps: int | None) -> dict:
-    t0 = time.perf_counter()
-    task = ind.make_induction_task(seed)
-    result = ind.train_induction(task, num_steps=num_steps)
-    wall = time.perf_counter() - t0
-    s = ind.formation_summary(result.history)
-    hist = ind.mechanism_history(result.history)
-    steps = hist["steps"]
-
-    def best(names, key):
-        return max(names, key=lambda n: s["heads"][n][key][-1]) if names else None
-
-    ih = best([n for n in s["induction_heads"] if n.startswith("L1")], "prefix_matching")
-    pt = best([n for n in s["previous_token_heads"] if n.startswith("L0")], "previous_token")
-    a, b = s["in_context_loss"]["steepest_drop"]
-    icl = dict(zip(steps.tolist(), hist["in_context_loss"].tolist()))
-    return {
-        "seed": seed,
-        "num_steps": int(steps[-1]),
-        "train_seconds": result.train_seconds,
-        "wall_seconds": wall,
-        "induction_head": ih,
-        "induction": s["heads"][ih]["formation"] if ih else None,
-        "previous_token_head": pt,
-        "previous_token": s["heads"][pt]["formation"] if pt else None,
-        "repeat_loss_fall": ind.formation_step(steps, -hist["repeat_loss"]),
-        "icl_fall": s["in_context_loss"]["fall"],
-        "icl_drop": [a, b, icl[a], icl[b]],
-        "icl_final": float(hist["in_context_loss"][-1]),
-        "summary": s,
-    }
+def flags(ts) -> str:
+    return ", ".join(f"{'↑' if t['direction'] > 0 else '↓'}{t['step']:.0f}" for t in ts) or "none"
 
 
-def formation_table(runs) -> str:
-    header = ["seed", "induction head (PM)", "PM 10–90 % (50 %)", "prev-token head (PT)", "PT 10–90 % (50 %)",
-              "repeat-loss fall 10–90 % (50 %)", "ICL steepest drop", "ICL final", "train s", "total s"]
+def formation_table(reports) -> str:
+    header = ["seed", "head", "role", "mechanism 10–90 % (50 %)", "LLC transitions (change point)",
+              "LLC window", "in window ×/÷1.5"]
     rows = []
-    for r in runs:
-        ih, pt = r["induction_head"], r["previous_token_head"]
-        a, b, ia, ib = r["icl_drop"]
+    for r in reports:
+        v = r["validation"]
+        for name, c in r["components"].items():
+            f = c["formation"]
+            mech = "—" if not f or f.get("start") is None else f"{window(f)} ({f['mid']:.0f})"
+            ok = v["heads"][name]["ok"]
+            llc_w = "; ".join(f"{t['start']:.0f}–{t['end']:.0f}" for t in c["transitions"]) or "—"
+            rows.append([r["seed"], name, c["role"].replace("_", "-"), mech, flags(c["transitions"]), llc_w,
+                         "—" if ok is None else "yes" if ok else "**no**"])
+        m, icl = r["model"]["transitions"], r["in_context_loss"]
+        rows.append([r["seed"], "model", "", f"ICL fall {window(icl['fall'])} ({icl['fall']['mid']:.0f})"
+                     if icl["fall"].get("mid") is not None else "—",
+                     flags(m), "; ".join(f"{t['start']:.0f}–{t['end']:.0f}" for t in m) or "—",
+                     "yes" if v["model_and_icl_together"] else "**no**"])
+    return markdown_table(header, rows)
+
+
+def checks_table(reports) -> str:
+    header = ["seed", "induction heads", "prev-token heads", "induction heads hit", "prev-token heads hit",
+              "false alarms (non-specialising heads)", "model LLC vs ICL change point", "total s"]
+    rows = []
+    for r in reports:
+        v = r["validation"]
+        hs = v["heads"]
+        ind = [n for n, h in hs.items() if h["role"] == "induction"]
+        pt = [n for n, h in hs.items() if h["role"] == "previous_token"]
+        t = v["model_and_icl_together"]
         rows.append([
-            r["seed"],
-            f"{ih} ({r['induction']['final']:.2f})" if ih else "none",
-            window(r["induction"]),
-            f"{pt} ({r['previous_token']['final']:.2f})" if pt else "none",
-            window(r["previous_token"]),
-            window(r["repeat_loss_fall"]),
-            f"{a}→{b}: {ia:+.2f}→{ib:+.2f}",
-            f"{r['icl_final']:+.2f}",
-            f"{r['train_seconds']:.1f}",
-            f"{r['wall_seconds']:.1f}",
+            r["seed"], ", ".join(ind) or "none", ", ".join(pt) or "none",
+            f"{sum(bool(hs[n]['ok']) for n in ind)}/{len(ind)}", f"{sum(bool(hs[n]['ok']) for n in pt)}/{len(pt)}",
+            f"{v['false_alarms']} on {v['non_specialising_heads']}",
+            f"{t['llc_step']:.0f} vs {t['icl_step']:.0f} (Δlog {t['log_step_distance']:.2f})" if t else "**apart**",
+            f"{r['timing']['total_seconds_first_run']:.0f}",
         ])
     return markdown_table(header, rows)
 
 
-def heads_table(runs) -> str:
-    names = list(runs[0]["summary"]["heads"])
+def heads_table(reports) -> str:
+    names = list(reports[0]["components"])
     rows = []
-    for r in runs:
-        heads = r["summary"]["heads"]
+    for r in reports:
+        cs = r["components"]
         rows.append([r["seed"]] + [
-            f"{heads[n]['prefix_matching'][-1]:.2f} / {heads[n]['previous_token'][-1]:.2f}"
-            + {"induction": " **I**", "previous_token": " **P**", "none": ""}[heads[n]["role"]]
-            for n in names
-        ])
+            f"{cs[n]['prefix_matching'][-1]:.2f} / {cs[n]['previous_token'][-1]:.2f}"
+            + {"induction": " **I**", "previous_token": " **P**", "none": ""}[cs[n]["role"]] for n in names])
     return markdown_table(["seed"] + names, rows)
 
 
 def main(argv=None):
+    from slt.induction_demo import run_induction_demo
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    ap.add_argument("--steps", type=int, default=None, help="training steps (default: the task's)")
-    ap.add_argument("--json", type=Path, default=None, help="also write the per-seed results here")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--quick", action="store_true", help="the demo's quick settings")
+    ap.add_argument("--out", type=Path, default=Path("bench_out/induction"))
+    ap.add_argument("--fresh", action="store_true", help="delete earlier runs in OUT first")
     ap.add_argument("--no-write", action="store_true", help="do not write into docs/induction.md")
+    ap.add_argument("--figure", type=int, default=None, help="copy this seed's plot to docs/img/induction_demo.png")
     args = ap.parse_args(argv)
 
-    t0 = time.perf_counter()
-    runs = []
+    reports = []
     for seed in args.seeds:
-        r = run_seed(seed, args.steps)
-        runs.append(r)
-        print(f"seed {seed}: induction {r['induction_head']} {window(r['induction'])}, previous-token "
-              f"{r['previous_token_head']} {window(r['previous_token'])}, ICL drop {r['icl_drop'][:2]}, "
-              f"train {r['train_seconds']:.1f} s, total {r['wall_seconds']:.1f} s", file=sys.stderr, flush=True)
-    total = time.perf_counter() - t0
-    ftab, htab = formation_table(runs), heads_table(runs)
-    print(ftab, "\n", htab, sep="\n")
-    if args.json:
-        args.json.write_text(json.dumps(runs, indent=1))
+        out = args.out / (("quick" if args.quick else "full") + f"_seed{seed}")
+        if args.fresh and out.exists():
+            shutil.rmtree(out)
+        first = out / "first_run.json"
+        t0 = time.perf_counter()
+        r = run_induction_demo(out, quick=args.quick, seed=seed, progress=False)
+        if not first.exists():  # the timing of the run that did the work (a rerun only reads the store)
+            first.write_text(json.dumps({"total_seconds": time.perf_counter() - t0,
+                                         "train_seconds": r["timing"]["train_seconds"],
+                                         "llc_seconds": r["timing"]["llc_seconds_this_run"]}))
+        r["timing"]["total_seconds_first_run"] = json.loads(first.read_text())["total_seconds"]
+        reports.append(r)
+        v = r["validation"]
+        print(f"seed {seed}: {v['specialised_hit']}/{v['specialised']} specialised heads hit, "
+              f"{v['false_alarms']} false alarms, model+ICL together: {bool(v['model_and_icl_together'])}, "
+              f"{r['timing']['total_seconds_first_run']:.0f} s", file=sys.stderr, flush=True)
+    ftab, ctab, htab = formation_table(reports), checks_table(reports), heads_table(reports)
+    print(ctab, "", ftab, "", htab, sep="\n")
     if not args.no_write:
-        cmd = "python bench/induction.py" + (f" --steps {args.steps}" if args.steps else "")
-        foot = f"\n\n_{machine_line()}; total {total:.0f} s; `{cmd}`._"
-        write_section("induction.md", "induction-formation", ftab + foot)
+        mode = "quick" if args.quick else "full"
+        cmd = "python bench/induction.py" + (" --quick" if args.quick else "") + \
+            f" --seeds {' '.join(map(str, args.seeds))}"
+        foot = f"\n\n_{machine_line()}; {mode} demo settings; `{cmd}`._"
+        write_section("induction.md", "induction-checks", ctab + foot)
+        write_section("induction.md", "induction-formation", ftab)
         path = write_section("induction.md", "induction-heads", htab)
         print(f"\nwrote tables into {path}", file=sys.stderr)
+    if args.figure is not None:
+        src = args.out / (("quick" if args.quick else "full") + f"_seed{args.figure}") / "induction.png"
+        dst = Path(__file__).resolve().parent.parent / "docs" / "img" / "induction_demo.png"
+        shutil.copyfile(src, dst)
+        print(f"copied {src} to {dst}", file=sys.stderr)
 
 
 if __name__ == "__main__":

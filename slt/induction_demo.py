@@ -51,8 +51,8 @@ class InductionSettings:
     lr: float = 5e-3
     train_batch: int = 32
     num_steps: int = 2000
-    checkpoint_steps: tuple[int, ...] = (0, 10, 30, 60, 100, 150, 200, 250, 300, 350, 400, 450, 500, 575, 650,
-                                         750, 900, 1100, 1400, 1700, 2000)
+    checkpoint_steps: tuple[int, ...] = (0, 20, 60, 120, 200, 260, 320, 380, 440, 500, 575, 650, 750, 900, 1200,
+                                         1600, 2000)
     # LLC
     step_size: float | str = 2e-4
     nbeta: float | None = None  # n / log n
@@ -70,8 +70,8 @@ class InductionSettings:
 SETTINGS = {
     "default": InductionSettings(),
     "quick": InductionSettings(
-        checkpoint_steps=(0, 20, 60, 120, 200, 280, 360, 440, 520, 650, 850, 1200, 2000),
-        num_chains=2, num_draws=120, num_burnin=80,
+        checkpoint_steps=(0, 20, 60, 120, 200, 280, 360, 440, 520, 650, 900, 2000),
+        num_chains=2, num_draws=120, num_burnin=60,
     ),
     "tiny": InductionSettings(  # for CI: the pipeline end to end on a toy size (induction need not form)
         vocab=12, n_ctx=12, period=(3, 6), d_model=16, num_heads=2, d_head=4, n=256, n_eval=32,
