@@ -1,0 +1,31 @@
+"""slt demo induction's library entry, tiny mode: the report has the keys of the issue, and a rerun resumes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+@pytest.mark.slow
+def test_tiny_induction_demo_report_and_resume(tmp_path):
+    from slt.induction_demo import run_induction_demo
+
+    report = run_induction_demo(tmp_path, tiny=True, progress=False)
+    on_disk = json.loads((tmp_path / "report.json").read_text())
+    assert {"components", "induction_heads", "model", "in_context_loss", "failed"} <= set(on_disk)
+    heads = on_disk["components"]
+    assert len(heads) >= 2
+    for name, c in heads.items():
+        assert {"steps", "llc", "llc_std", "transitions", "prefix_matching", "previous_token"} <= set(c), name
+        assert len(c["llc"]) == len(c["steps"]) == len(c["prefix_matching"]) == len(c["previous_token"])
+        for t in c["transitions"]:
+            assert {"step", "start", "end", "direction", "kind", "score"} <= set(t)
+    assert set(on_disk["induction_heads"]) <= set(heads)
+    assert all(heads[h]["prefix_matching"][-1] >= 0.5 for h in on_disk["induction_heads"])
+    assert len(on_disk["model"]["llc"]) == len(on_disk["model"]["steps"])
+    assert (tmp_path / "report.md").exists() and (tmp_path / "induction.png").read_bytes()[:4] == b"\x89PNG"
+    store = (tmp_path / "llc.jsonl").read_bytes()
+    again = run_induction_demo(tmp_path, tiny=True, progress=False)
+    assert (tmp_path / "llc.jsonl").read_bytes() == store  # resumed: nothing resampled
+    assert again["model"]["llc"] == report["model"]["llc"]
