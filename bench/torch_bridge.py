@@ -284,11 +284,10 @@ def write_between_markers(page: Path, markdown: str, *, heading: str | None = No
 
 
 def environment(bench_python: str) -> dict:
+    from importlib.metadata import version
+
     import jax
     import torch
-    import torchax  # noqa: F401  (imported through slt below, for its version)
-
-    from importlib.metadata import version
 
     env = {"machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
            "versions": f"jax {jax.__version__}, torch {torch.__version__}, torchax {version('torchax')}"}
