@@ -90,42 +90,57 @@ def first_step_reaching(steps, values, level: float = THRESHOLD_ACC):
     return None
 
 
-def _atomic_json(path: str, obj) -> None:
-    atomic_write_json(path, obj)
+def reuse_or_train(out: str, wanted: dict, run_training: Callable[[str], object], *, restart: bool, log,
+                   announce: str, holds: str, hint: str) -> tuple[dict, bool]:
+    """The training record of ``out/checkpoints`` (``train.json``), reused if made with the ``wanted`` settings,
+    else from ``run_training(ckpt_dir)`` (a :class:`slt.models.train.TrainResult`); returns (record, trained now).
 
-
-def _train(out: str, settings: DemoSettings, seed: int, task, restart: bool, log) -> dict:
-    """Train (or reuse a finished training in ``out/checkpoints``); returns the training record."""
-    from slt.cli import UserError
-    from slt.models.train import train
+    Other settings without ``restart`` are a one-line ``UserError``: "{out} holds {holds} with other training
+    settings (…); {hint}". The record is written (atomically) only once the training has finished.
+    """
+    from slt.commands._common import UserError
 
     ckpt_dir = os.path.join(out, "checkpoints")
     record_path = os.path.join(ckpt_dir, "train.json")
-    wanted = {"p": settings.p, "train_frac": settings.train_frac, "num_steps": settings.num_steps,
-              "checkpoint_steps": list(settings.checkpoint_steps), "batch_size": settings.train_batch, "seed": seed,
-              "optimizer": "coupled Adam lr 5e-3 wd 2e-4"}
     if os.path.exists(record_path):
         with open(record_path) as f:
             rec = json.load(f)
         if rec.get("settings") == wanted:
             log(f"training: reusing {len(rec['history'])} checkpoints in {ckpt_dir}")
-            return rec
+            return rec, False
         if not restart:
             changed = sorted(k for k in wanted if rec.get("settings", {}).get(k) != wanted[k])
-            raise UserError(f"{out} holds a run with other training settings ({', '.join(changed)}); "
-                            "use another --out, or --restart to replace it")
-    if os.path.exists(record_path):
+            raise UserError(f"{out} holds {holds} with other training settings ({', '.join(changed)}); {hint}")
         os.remove(record_path)  # replaced below once the new training has finished
-    log(f"training the modular-addition MLP (p={settings.p}, train fraction {settings.train_frac}) for "
-        f"{settings.num_steps} steps, {len(settings.checkpoint_steps)} checkpoints ...")
+    log(announce)
     t0 = time.perf_counter()
-    res = train(task.params, task.loss_fn, task.train_data, optimizer=task.optimizer, num_steps=settings.num_steps,
-                batch_size=settings.train_batch, checkpoint_steps=settings.checkpoint_steps, checkpoint_dir=ckpt_dir,
-                eval_fn=task.eval_fn, seed=seed, keep_params=False)
+    res = run_training(ckpt_dir)
     rec = {"settings": wanted, "history": res.history, "train_seconds": res.train_seconds,
            "wall_seconds": time.perf_counter() - t0}
-    _atomic_json(record_path, rec)
+    atomic_write_json(record_path, rec)
     log(f"training: done in {rec['wall_seconds']:.1f} s")
+    return rec, True
+
+
+def _train(out: str, settings: DemoSettings, seed: int, task, restart: bool, log) -> dict:
+    """Train (or reuse a finished training in ``out/checkpoints``); returns the training record."""
+    from slt.models.train import train
+
+    wanted = {"p": settings.p, "train_frac": settings.train_frac, "num_steps": settings.num_steps,
+              "checkpoint_steps": list(settings.checkpoint_steps), "batch_size": settings.train_batch, "seed": seed,
+              "optimizer": "coupled Adam lr 5e-3 wd 2e-4"}
+
+    def run_training(ckpt_dir):
+        return train(task.params, task.loss_fn, task.train_data, optimizer=task.optimizer,
+                     num_steps=settings.num_steps, batch_size=settings.train_batch,
+                     checkpoint_steps=settings.checkpoint_steps, checkpoint_dir=ckpt_dir, eval_fn=task.eval_fn,
+                     seed=seed, keep_params=False)
+
+    rec, _ = reuse_or_train(
+        out, wanted, run_training, restart=restart, log=log, holds="a run",
+        hint="use another --out, or --restart to replace it",
+        announce=f"training the modular-addition MLP (p={settings.p}, train fraction {settings.train_frac}) for "
+                 f"{settings.num_steps} steps, {len(settings.checkpoint_steps)} checkpoints ...")
     return rec
 
 
@@ -214,7 +229,7 @@ def run_grokking_demo(
         plot_layers(traj, report, os.path.join(out, "layers.png"))
     report.pop("_transitions")
     report["timing"]["total_seconds_this_run"] = time.perf_counter() - t_start
-    _atomic_json(os.path.join(out, "report.json"), report)
+    atomic_write_json(os.path.join(out, "report.json"), report)
     from slt.io import atomic_write_bytes
 
     atomic_write_bytes(os.path.join(out, "report.md"), report_markdown(report).encode())

@@ -100,37 +100,24 @@ def _task(settings: InductionSettings, seed: int):
 
 def _train(out: str, settings: InductionSettings, seed: int, task, restart: bool, log) -> tuple[dict, bool]:
     """Train (or reuse a finished training in ``out/checkpoints``); returns (training record, trained now)."""
-    from slt.commands._common import UserError
+    from slt.demo import reuse_or_train
     from slt.models.train import train
 
-    ckpt_dir = os.path.join(out, "checkpoints")
-    record_path = os.path.join(ckpt_dir, "train.json")
     wanted = jsonable({**{k: getattr(settings, k) for k in TRAIN_KEYS}, "seed": seed, "optimizer": "adam"})
     wanted = {k: (list(v) if isinstance(v, tuple) else v) for k, v in wanted.items()}
-    if os.path.exists(record_path):
-        import json
 
-        with open(record_path) as f:
-            rec = json.load(f)
-        if rec.get("settings") == wanted:
-            log(f"training: reusing {len(rec['history'])} checkpoints in {ckpt_dir}")
-            return rec, False
-        if not restart:
-            changed = sorted(k for k in wanted if rec.get("settings", {}).get(k) != wanted[k])
-            raise UserError(f"{out} holds an induction run with other training settings ({', '.join(changed)}); "
-                            "use another --out (a quick, full and tiny run each need their own)")
-        os.remove(record_path)
-    log(f"training the attention-only transformer ({settings.num_heads} heads × 2 layers, vocab {settings.vocab}, "
-        f"context {settings.n_ctx}) for {settings.num_steps} steps, {len(settings.checkpoint_steps)} checkpoints ...")
-    t0 = time.perf_counter()
-    res = train(task.params, task.loss_fn, task.data, optimizer=task.meta["optimizer"], num_steps=settings.num_steps,
-                batch_size=settings.train_batch, checkpoint_steps=settings.checkpoint_steps, checkpoint_dir=ckpt_dir,
-                eval_fn=task.meta["mechanism_fn"], seed=seed, keep_params=False)
-    rec = {"settings": wanted, "history": res.history, "train_seconds": res.train_seconds,
-           "wall_seconds": time.perf_counter() - t0}
-    atomic_write_json(record_path, rec)
-    log(f"training: done in {rec['wall_seconds']:.1f} s")
-    return rec, True
+    def run_training(ckpt_dir):
+        return train(task.params, task.loss_fn, task.data, optimizer=task.meta["optimizer"],
+                     num_steps=settings.num_steps, batch_size=settings.train_batch,
+                     checkpoint_steps=settings.checkpoint_steps, checkpoint_dir=ckpt_dir,
+                     eval_fn=task.meta["mechanism_fn"], seed=seed, keep_params=False)
+
+    return reuse_or_train(
+        out, wanted, run_training, restart=restart, log=log, holds="an induction run",
+        hint="use another --out (a quick, full and tiny run each need their own)",
+        announce=f"training the attention-only transformer ({settings.num_heads} heads × 2 layers, vocab "
+                 f"{settings.vocab}, context {settings.n_ctx}) for {settings.num_steps} steps, "
+                 f"{len(settings.checkpoint_steps)} checkpoints ...")
 
 
 # --------------------------------------------------------------------------

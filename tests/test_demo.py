@@ -45,3 +45,27 @@ def test_the_default_is_converged_and_the_published_protocol_is_labelled():
     assert demo_settings("quick", step_size=1e-3, num_burnin=100).step_size == 1e-3
     with pytest.raises(SLTInputError, match="protocol must be one of converged, published"):
         demo_settings("default", protocol="fast")
+
+
+def test_a_finished_training_is_reused_refused_with_other_settings_and_replaced_on_restart(tmp_path):
+    """reuse_or_train (both demos): same settings reuse train.json, other settings are one UserError naming the
+    changed keys, restart trains again and rewrites the record."""
+    from types import SimpleNamespace
+
+    from slt.commands._common import UserError
+    from slt.demo import reuse_or_train
+
+    calls = []
+
+    def run(ckpt_dir):
+        calls.append(ckpt_dir)
+        return SimpleNamespace(history=[{"step": 0}], train_seconds=0.1)
+
+    kw = dict(restart=False, log=lambda m: None, announce="training", holds="a run", hint="use another --out")
+    assert reuse_or_train(str(tmp_path), {"a": 1, "b": 2}, run, **kw)[1] is True
+    rec, trained = reuse_or_train(str(tmp_path), {"a": 1, "b": 2}, run, **kw)
+    assert trained is False and rec["settings"] == {"a": 1, "b": 2} and len(calls) == 1
+    with pytest.raises(UserError, match=r"holds a run with other training settings \(b\); use another --out"):
+        reuse_or_train(str(tmp_path), {"a": 1, "b": 3}, run, **kw)
+    rec, trained = reuse_or_train(str(tmp_path), {"a": 1, "b": 3}, run, **{**kw, "restart": True})
+    assert trained and rec["settings"]["b"] == 3 and len(calls) == 2
