@@ -22,10 +22,11 @@ def machine_line() -> str:
     )
 
 
-def write_section(page: str, name: str, markdown: str) -> Path:
+def write_section(page: str, name: str, markdown: str, *, heading: str | None = None) -> Path:
     """Replace the text between ``<!-- bench:NAME:start -->`` and ``<!-- bench:NAME:end -->`` in docs/PAGE.
 
-    The markers are appended if the page lacks them; nothing else in the page is touched.
+    The markers are appended if the page lacks them (after ``heading``, if given); nothing else in the page
+    is touched.
     """
     path = DOCS / page
     start, end = f"<!-- bench:{name}:start -->", f"<!-- bench:{name}:end -->"
@@ -34,7 +35,7 @@ def write_section(page: str, name: str, markdown: str) -> Path:
     if start in text and end in text:
         text = re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: block, text, flags=re.S)
     else:
-        text = text.rstrip() + ("\n\n" if text else "") + block + "\n"
+        text = text.rstrip() + ("\n\n" if text else "") + (f"{heading}\n\n" if heading else "") + block + "\n"
     path.write_text(text)
     return path
 
@@ -48,3 +49,16 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def devinterp_versions(bench_python: str) -> tuple[str, str] | None:
+    """(torch, devinterp) versions in the devinterp environment ``bench_python``; None if it cannot be asked."""
+    import subprocess
+
+    try:
+        out = subprocess.run([bench_python, "-c", "import torch, importlib.metadata as m; "
+                              "print(torch.__version__, m.version('devinterp'))"],
+                             capture_output=True, text=True, check=True).stdout.split()
+    except Exception:  # noqa: BLE001 (a missing or broken venv: the table says "?")
+        return None
+    return out[0], out[1]

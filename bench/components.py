@@ -444,15 +444,10 @@ def plot(saved: dict, path: Path = IMG) -> Path:
 def environment(bench_python: str) -> dict:
     import jax
 
-    from common import machine_line
+    from common import devinterp_versions, machine_line
 
     out = {"machine": machine_line(), "jax": jax.__version__, "load": os.getloadavg()[0]}
-    try:
-        out["torch"], out["devinterp"] = subprocess.run(
-            [bench_python, "-c", "import torch, importlib.metadata as m; print(torch.__version__, m.version('devinterp'))"],
-            capture_output=True, text=True, check=True).stdout.split()
-    except Exception:  # noqa: BLE001
-        out["torch"] = out["devinterp"] = "?"
+    out["torch"], out["devinterp"] = devinterp_versions(bench_python) or ("?", "?")
     return out
 
 

@@ -29,7 +29,6 @@ import json
 import math
 import os
 import platform
-import re
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,9 @@ from pathlib import Path
 import numpy as np  # in both environments
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from common import devinterp_versions, write_section  # noqa: E402
+
 ROOT = HERE.parent
 DOCS = ROOT / "docs"
 DEFAULT_BENCH_PYTHON = os.environ.get("SLT_BENCH_PYTHON", "/work/bench-venv/bin/python")
@@ -157,9 +159,7 @@ def run_slt(spec: dict, side: str, seed: int) -> dict:
 def run_devinterp(spec: dict, seed: int) -> dict:
     sys.path.insert(0, str(HERE))
     import torch
-    from devinterp.optim.sgld import SGLD
-    from devinterp.slt.sampler import estimate_learning_coeff_with_summary
-    from vs_devinterp import best_threads, fast_loader
+    from vs_devinterp import best_threads, fast_loader, timed_devinterp_estimates
 
     import warnings
 
@@ -168,27 +168,9 @@ def run_devinterp(spec: dict, seed: int) -> dict:
     tensors = [torch.from_numpy(x), torch.from_numpy(y)]
     loader = fast_loader(tensors, spec["batch_size"], seed)
     torch.set_num_threads(best_threads(module, loss, next(iter(loader))))
-
-    def estimate(chain_seed):
-        with torch.no_grad():
-            init_loss = float(loss(module, tuple(tensors)))
-        return init_loss, estimate_learning_coeff_with_summary(
-            module, loader, evaluate=loss, sampling_method=SGLD,
-            optimizer_kwargs=dict(lr=spec["step_size"], nbeta=spec["nbeta"], localization=spec["localization"]),
-            num_draws=spec["num_draws"], num_chains=spec["num_chains"], num_burnin_steps=0, num_steps_bw_draws=1,
-            init_loss=init_loss, cores=1, seed=chain_seed, device="cpu", verbose=False,
-        )
-
-    t0 = time.perf_counter()
-    init_loss, out = estimate(seed)
-    wall = time.perf_counter() - t0
-    warm = []
-    for k in range(WARM_ESTIMATES):
-        t1 = time.perf_counter()
-        estimate(seed + 1 + k)
-        warm.append(time.perf_counter() - t1)
+    wall, warm, init_loss, out = timed_devinterp_estimates(module, loader, loss, tensors, spec, seed, WARM_ESTIMATES)
     per_chain = [float(out[f"llc-chain/{i}"]) for i in range(spec["num_chains"])]
-    return {"wall_seconds": wall, "compile_seconds": 0.0, "warm_sample_seconds": float(np.median(warm)),
+    return {"wall_seconds": wall, "compile_seconds": 0.0, "warm_sample_seconds": warm,
             "init_loss": init_loss, "llc_mean": float(np.mean(per_chain)), "llc_per_chain": per_chain,
             "threads": torch.get_num_threads()}
 
@@ -272,17 +254,6 @@ def render(spec: dict, summary: dict, env: dict) -> str:
     return "\n".join(lines)
 
 
-def write_between_markers(page: Path, markdown: str, *, heading: str | None = None) -> None:
-    start, end = "<!-- torch_bridge:start -->", "<!-- torch_bridge:end -->"
-    text = page.read_text() if page.exists() else ""
-    block = f"{start}\n{markdown.strip()}\n{end}"
-    if start in text and end in text:
-        text = re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: block, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n" + (f"{heading}\n\n" if heading else "") + block + "\n"
-    page.write_text(text)
-
-
 def environment(bench_python: str) -> dict:
     from importlib.metadata import version
 
@@ -291,13 +262,9 @@ def environment(bench_python: str) -> dict:
 
     env = {"machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
            "versions": f"jax {jax.__version__}, torch {torch.__version__}, torchax {version('torchax')}"}
-    try:
-        out = subprocess.run([bench_python, "-c", "import torch, importlib.metadata as m; "
-                              "print(torch.__version__, m.version('devinterp'))"],
-                             capture_output=True, text=True, check=True).stdout.split()
-        env["bench_torch"], env["devinterp"] = out
-    except Exception:  # noqa: BLE001
-        pass
+    versions = devinterp_versions(bench_python)
+    if versions is not None:
+        env["bench_torch"], env["devinterp"] = versions
     return env
 
 
@@ -338,8 +305,8 @@ def main(argv=None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps({"spec": spec, "runs": runs, "summary": summary, "env": env}, indent=1))
     if args.write:
-        write_between_markers(DOCS / "benchmarks.md", table, heading="## PyTorch models through `slt.from_torch`")
-        write_between_markers(DOCS / "torch.md", table)
+        write_section("benchmarks.md", "torch_bridge", table, heading="## PyTorch models through `slt.from_torch`")
+        write_section("torch.md", "torch_bridge", table)
     return 0
 
 

@@ -45,7 +45,7 @@ import numpy as np  # in both environments (slt's and the devinterp benchmark ve
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import write_section  # noqa: E402
+from common import devinterp_versions, write_section  # noqa: E402
 ROOT = HERE.parent
 DEFAULT_BENCH_PYTHON = os.environ.get("SLT_BENCH_PYTHON", "/work/bench-venv/bin/python")
 MODELS = ("tms", "grokking_mlp", "dln_1e4", "mlp_1m")
@@ -243,12 +243,13 @@ def _devinterp_setup(spec: dict, seed: int):
     return model, evaluate, tensors, loader
 
 
-def run_devinterp(spec: dict, seed: int) -> dict:
+def timed_devinterp_estimates(model, loader, evaluate, tensors, spec: dict, seed: int, warm_estimates: int):
+    """devinterp's SGLD estimate of ``spec``'s job, timed: one first estimate (its wall time pays torch's warm-up),
+    then ``warm_estimates`` more in the same process (steady state). Returns (wall s, median warm s, L(w*), summary).
+    """
     import torch
     from devinterp.optim.sgld import SGLD
     from devinterp.slt.sampler import estimate_learning_coeff_with_summary
-
-    model, evaluate, tensors, loader = _devinterp_setup(spec, seed)
 
     def estimate(chain_seed):
         with torch.no_grad():
@@ -264,11 +265,18 @@ def run_devinterp(spec: dict, seed: int) -> dict:
     init_loss, out = estimate(seed)
     wall = time.perf_counter() - t0
     warm = []  # more estimates in the same process: devinterp's steady state, as for slt
-    for k in range(WARM_ESTIMATES):
+    for k in range(warm_estimates):
         t1 = time.perf_counter()
         estimate(seed + 1 + k)
         warm.append(time.perf_counter() - t1)
-    warm = float(np.median(warm))
+    return wall, float(np.median(warm)), init_loss, out
+
+
+def run_devinterp(spec: dict, seed: int) -> dict:
+    import torch
+
+    model, evaluate, tensors, loader = _devinterp_setup(spec, seed)
+    wall, warm, init_loss, out = timed_devinterp_estimates(model, loader, evaluate, tensors, spec, seed, WARM_ESTIMATES)
     per_chain = np.asarray([out[f"llc-chain/{i}"] for i in range(spec["num_chains"])], float)
     return {"wall_seconds": wall, "warm_sample_seconds": warm, "compile_seconds": 0.0,
             "init_loss": init_loss, "llc_mean": float(per_chain.mean()), "llc_per_chain": per_chain.tolist(),
@@ -556,12 +564,7 @@ def environment(bench_python: str) -> dict:
     from speed import environment as env
 
     out = env()
-    try:
-        out["torch"], out["devinterp"] = subprocess.run(
-            [bench_python, "-c", "import torch, importlib.metadata as m; print(torch.__version__, m.version('devinterp'))"],
-            capture_output=True, text=True, check=True).stdout.split()
-    except Exception:  # noqa: BLE001
-        out["torch"] = out["devinterp"] = "?"
+    out["torch"], out["devinterp"] = devinterp_versions(bench_python) or ("?", "?")
     out["platform"] = platform.platform()
     try:
         mhz = [float(line.split(":")[1]) for line in open("/proc/cpuinfo") if line.startswith("cpu MHz")]
