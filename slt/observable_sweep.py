@@ -45,8 +45,9 @@ class ObservableTrajectory:
         return [s for s in self.steps if self.status[s] != "ok"]
 
     def values(self) -> np.ndarray:
-        """``[checkpoints, ...]`` stacked ``values`` of the healthy checkpoints' results (NaN for failed ones)."""
-        arrays = [_field(self.results.get(s), "values") for s in self.steps]
+        """``[checkpoints, ...]`` stacked ``values`` of the healthy checkpoints' results (NaN for failed or
+        diverged ones: a failure is never shown as a number)."""
+        arrays = [_field(self.results.get(s), "values") if self.status[s] == "ok" else None for s in self.steps]
         shape = next((a.shape for a in arrays if a is not None), None)
         if shape is None:
             raise ValueError("no checkpoint has a result with values")

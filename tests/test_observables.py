@@ -175,3 +175,5 @@ def test_observables_over_checkpoints_resume_and_record_failures(tmp_path):
     assert calls == []  # nothing recomputed
     np.testing.assert_array_equal(again.values()[1], traj.results[20].values)
     assert again.results[20]["settings"]["n_query"] == 50 and again.status == {10: "ok", 20: "ok"}
+    again.status[20] = "diverged"  # as a checkpoint whose every chain diverged is recorded
+    assert np.isnan(again.values()[1]).all() and np.isfinite(again.values()[0]).all()
