@@ -66,6 +66,7 @@ __all__ = [
     "forward",
     "attention_patterns",
     "per_token_loss",
+    "in_context_loss_sem",
     "loss_fn",
     "repeated_tokens",
     "prefix_matching_score",
@@ -293,21 +294,37 @@ def head_scores(params, tokens) -> dict[str, jax.Array]:
     }
 
 
+def _positions(n: int, early: int | None, late: int | None) -> tuple[int, int]:
+    early = max(1, round(0.1 * n)) if early is None else early
+    late = n - 1 if late is None else late
+    if not 1 <= early < n or not 1 <= late < n:
+        raise ValueError(f"early and late must lie in [1, {n - 1}], got {early}, {late}")
+    return early, late
+
+
+def _in_context_gain(params, tokens, early, late) -> jax.Array:
+    """Per sequence: loss at token ``late`` minus loss at token ``early`` [n_sequences]."""
+    tokens = jnp.asarray(tokens)
+    n = tokens.shape[-1]
+    early, late = _positions(n, early, late)
+    per_tok = per_token_loss(params, tokens).reshape(-1, n - 1)
+    return per_tok[:, late - 1] - per_tok[:, early - 1]
+
+
 def in_context_loss(params, tokens, *, early: int | None = None, late: int | None = None) -> jax.Array:
     """Loss at token ``late`` minus loss at token ``early`` (Olsson et al. 2022: 500 minus 50).
 
     Positions index the predicted token (1..pos-1); defaults: ``early`` at 10 %
     of the context (≥ 1), ``late`` the last token. Negative when the model
-    learns in context.
+    learns in context. The mean over sequences of their own differences.
     """
-    tokens = jnp.asarray(tokens)
-    n = tokens.shape[-1]
-    early = max(1, round(0.1 * n)) if early is None else early
-    late = n - 1 if late is None else late
-    if not 1 <= early < n or not 1 <= late < n:
-        raise ValueError(f"early and late must lie in [1, {n - 1}], got {early}, {late}")
-    per_tok = per_token_loss(params, tokens).reshape(-1, n - 1).mean(0)
-    return per_tok[late - 1] - per_tok[early - 1]
+    return _in_context_gain(params, tokens, early, late).mean()
+
+
+def in_context_loss_sem(params, tokens, *, early: int | None = None, late: int | None = None) -> jax.Array:
+    """Standard error of :func:`in_context_loss` over the sequences: sd of the per-sequence differences / √n."""
+    d = _in_context_gain(params, tokens, early, late)
+    return d.std(ddof=1) / jnp.sqrt(d.shape[0])
 
 
 def mechanism_fn(score_tokens, icl_tokens=None, *, early: int | None = None, late: int | None = None):
@@ -316,7 +333,8 @@ def mechanism_fn(score_tokens, icl_tokens=None, *, early: int | None = None, lat
     Keys: ``prefix_matching`` and ``previous_token`` [layer, head] on
     ``score_tokens`` (prefix + repeat, :func:`head_scores`);
     ``in_context_loss`` on ``icl_tokens`` (default ``score_tokens``; Olsson et
-    al. measure it on the training distribution); ``repeat_loss``, the mean
+    al. measure it on the training distribution) and its standard error
+    ``in_context_loss_sem``; ``repeat_loss``, the mean
     loss of predicting the second half of ``score_tokens``' repeat (after its
     first token), which only in-context learning lowers.
     """
@@ -328,6 +346,7 @@ def mechanism_fn(score_tokens, icl_tokens=None, *, early: int | None = None, lat
     def fn(params):
         out = head_scores(params, score_tokens)
         out["in_context_loss"] = in_context_loss(params, icl_tokens, early=early, late=late)
+        out["in_context_loss_sem"] = in_context_loss_sem(params, icl_tokens, early=early, late=late)
         out["repeat_loss"] = per_token_loss(params, score_tokens)[:, half:].mean()
         return out
 
@@ -526,7 +545,8 @@ def mechanism_history(history: Sequence[Mapping]) -> dict[str, np.ndarray]:
     if missing:
         raise ValueError(f"history lacks {missing}: train with eval_fn=mechanism_fn(...) (train_induction does)")
     out = {"steps": np.array([h["step"] for h in history])}
-    for k in MECHANISM_KEYS + (("train_loss",) if "train_loss" in history[0] else ()):
+    optional = ("train_loss", "in_context_loss_sem")  # the latter absent from histories logged before it existed
+    for k in MECHANISM_KEYS + tuple(k for k in optional if k in history[0]):
         out[k] = np.array([h[k] for h in history], float)
     return out
 

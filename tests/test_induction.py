@@ -208,6 +208,9 @@ def test_in_context_loss_positions(params):
     # defaults: early token round(0.1·12) = 1, late token 11 (entry t-1 predicts token t)
     assert float(ind.in_context_loss(params, tokens)) == pytest.approx(per_tok[10] - per_tok[0], abs=1e-6)
     assert float(ind.in_context_loss(params, tokens, early=3, late=9)) == pytest.approx(per_tok[8] - per_tok[2], abs=1e-6)
+    per_seq = np.asarray(ind.per_token_loss(params, tokens))
+    diff = per_seq[:, 10] - per_seq[:, 0]  # each sequence's own late-minus-early loss
+    assert float(ind.in_context_loss_sem(params, tokens)) == pytest.approx(diff.std(ddof=1) / np.sqrt(8), rel=1e-4)
     with pytest.raises(ValueError, match="early and late"):
         ind.in_context_loss(params, tokens, early=0)
     with pytest.raises(ValueError, match="early and late"):
