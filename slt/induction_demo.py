@@ -190,7 +190,9 @@ def run_induction_demo(
         "train_seconds": rec["wall_seconds"],
         "trained_this_run": trained,
         "llc_seconds_this_run": llc_seconds,
-        "llc_compute_seconds": float(sum(t.get("compile_seconds", 0) + t.get("sample_seconds", 0)
+        # each checkpoint's record holds its share of its group's program (model and heads): undo the share
+        "llc_compute_seconds": float(sum((t.get("compile_seconds", 0) + t.get("sample_seconds", 0))
+                                         / t.get("share_of_group", 1) / t.get("group_size", 1)
                                          for t in traj.timing)),
         "detect_seconds": time.perf_counter() - t_det,
     }

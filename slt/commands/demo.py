@@ -22,10 +22,14 @@ from slt.commands._common import (
 #: calibrated ε, automatic burn-in, 4 chains × 1000 draws, per-layer LLCs, 22 checkpoints; the earlier fixed-ε
 #: settings, 2 chains × 500 draws, took 16 s). Re-measure when the demo changes.
 QUICK_TIME = "about 2.5 minutes on 2 CPU cores"
+#: ``slt demo induction --quick`` and the full run, the same way (bench/induction.py, seeds 0-2, idle 2 cores):
+#: quick 37-53 s, full 121-128 s (report.json timing.total_seconds_this_run). Re-measure when the demo changes.
+INDUCTION_QUICK_TIME = "under a minute"
+INDUCTION_TIME = "about 2 minutes"
 
 #: Every wall-clock time quoted in ``slt demo --help``: each a measured constant (tests/test_cli.py checks that the
 #: help quotes no other time).
-MEASURED_TIMES = (QUICK_TIME,)
+MEASURED_TIMES = (QUICK_TIME, INDUCTION_QUICK_TIME, INDUCTION_TIME)
 
 DEMOS = ("grokking", "induction")
 PROTOCOLS = ("converged", "published")
@@ -53,7 +57,8 @@ def register(subparsers) -> None:
     one_line_errors(p, "slt demo")
     p.add_argument("name", choices=DEMOS, help="which demo")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (created; reused to resume)")
-    p.add_argument("--quick", action="store_true", help=f"fewer checkpoints (grokking: {QUICK_TIME})")
+    p.add_argument("--quick", action="store_true", help=f"fewer checkpoints (grokking: {QUICK_TIME}; induction: "
+                   f"{INDUCTION_QUICK_TIME}, a preview: the full run, {INDUCTION_TIME}, is the one validated)")
     p.add_argument("--tiny", action="store_true",
                    help="seconds-long CI setting (grokking: p=23, 600 steps, no grokking); also env SLT_DEMO_TINY=1")
     p.add_argument("--seed", type=int, default=0, help="model initialisation, data and sampler seed")
