@@ -15,7 +15,6 @@ Writes a table into docs/diagnostics.md between <!-- bench:divergence:... --> ma
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 import warnings

@@ -254,7 +254,7 @@ def main(argv=None):
     total = time.perf_counter()
     if "auto" in sections:
         table, within, count = section_auto(args.quick)
-        auto = "\n".join([machine_line() + f"; `python bench/free_energy.py --sections auto`.", "",
+        auto = "\n".join([machine_line() + "; `python bench/free_energy.py --sections auto`.", "",
                           f"**TI at `step_size=\"auto\"`** (SGLD at the step `slt.calibrate` recommends at nβ = n/log n, "
                           "33 β × 4 chains × 400 draws (+200 burn-in), the coupled ε/2 copy of every chain in the same "
                           "program; the value is F at ε/2 and its stated error includes |F(ε) - F(ε/2)|). "

@@ -1,7 +1,6 @@
 """The induction-head organism: model, data, mechanistic scores, training."""
 
 import json
-import os
 
 import jax
 import jax.numpy as jnp
