@@ -24,6 +24,11 @@ def test_tiny_induction_demo_report_and_resume(tmp_path):
     assert set(on_disk["induction_heads"]) <= set(heads)
     assert all(heads[h]["prefix_matching"][-1] >= 0.5 for h in on_disk["induction_heads"])
     assert len(on_disk["model"]["llc"]) == len(on_disk["model"]["steps"])
+    icl = on_disk["in_context_loss"]  # its Monte Carlo standard error goes to the detector with it
+    assert len(icl["sem"]) == len(icl["values"]) and all(0 < s < 1 for s in icl["sem"])
+    # the LLC time of the run is the whole programs' (model and heads), not one unit's share of them
+    assert report["timing"]["llc_compute_seconds"] <= report["timing"]["llc_seconds_this_run"]
+    assert report["timing"]["llc_compute_seconds"] > 0.35 * report["timing"]["llc_seconds_this_run"]
     assert (tmp_path / "report.md").exists() and (tmp_path / "induction.png").read_bytes()[:4] == b"\x89PNG"
     store = (tmp_path / "llc.jsonl").read_bytes()
     again = run_induction_demo(tmp_path, tiny=True, progress=False)
