@@ -517,11 +517,12 @@ def _without_components(header: dict) -> dict:
 
 
 def _component_records(records, name: str) -> list[dict]:
-    """One component's records, shaped like whole-model ones (its own healthy chains decide its status)."""
+    """One component's records, shaped like whole-model ones (its own healthy chains decide its status, also
+    where the whole model's chains diverged: the component's chains are chains of their own)."""
     out = []
     for r in records:
         part = (r.get("components") or {}).get(name)
-        if r.get("status") != "ok" or part is None:
+        if part is None:  # the checkpoint could not be measured at all
             out.append({k: r.get(k) for k in ("step", "status", "source", "error")})
             continue
         status = "ok" if (part.get("diagnostics") or {}).get("healthy_chains", 1) > 0 else "diverged"
