@@ -108,10 +108,10 @@ class InductionConfig:
     d_head: int = 8
 
     def __post_init__(self):
+        from slt.validation import positive_int
+
         for name in ("vocab", "n_ctx", "d_model", "num_layers", "num_heads", "d_head"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
+            positive_int(name, getattr(self, name))
 
 
 def init_params(key, config: InductionConfig = InductionConfig(), *, scale: float = 1.0) -> dict:

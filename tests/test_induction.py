@@ -304,3 +304,10 @@ def test_training_forms_an_induction_head():
     a, b = s["in_context_loss"]["steepest_drop"]
     assert ih["start"] <= b and a <= ih["end"]  # the in-context loss falls in the same window
     assert s["in_context_loss"]["values"][-1] < -2.0
+
+
+def test_config_refuses_non_positive_sizes():
+    with pytest.raises(ValueError, match="num_heads must be an integer ≥ 1, got 0"):
+        ind.InductionConfig(num_heads=0)
+    with pytest.raises(ValueError, match="d_head must be an integer ≥ 1, got True"):
+        ind.InductionConfig(d_head=True)
