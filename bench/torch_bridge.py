@@ -164,9 +164,10 @@ def iid_loader(loader, tensors, batch_size: int, seed: int):
     """``loader`` turned into an endless stream of with-replacement minibatches (so ``itertools.cycle`` never replays)."""
     import torch
 
+    gen = torch.Generator().manual_seed(seed)  # one stream for the loader: each chain's iter() continues it
+
     class Endless(type(loader)):
         def __iter__(self):
-            gen = torch.Generator().manual_seed(seed)
             while True:
                 idx = torch.randint(0, tensors[0].shape[0], (batch_size,), generator=gen)
                 yield tuple(t[idx] for t in tensors)

@@ -215,7 +215,7 @@ def run_grokking_demo(
     report["timing"] = {
         "train_seconds": rec["wall_seconds"],
         "llc_seconds_this_run": llc_seconds,
-        "llc_compute_seconds": float(sum(t.get("compile_seconds", 0) + t.get("sample_seconds", 0) for t in traj.timing)),
+        "llc_compute_seconds": traj.compute_seconds,
         "detect_seconds": detect_seconds,
         "total_seconds_this_run": time.perf_counter() - t_start,
     }
@@ -349,6 +349,12 @@ def build_report(traj, settings: DemoSettings, *, mode: str, seed: int, num_para
     return out
 
 
+def _at_step(component: dict, step):
+    """A component's λ̂ at ``step`` (None where it has none: its rows are its own checkpoints, not the model's)."""
+    steps = list(component.get("steps") or [])
+    return component["llc"][steps.index(step)] if step in steps else None
+
+
 def _component_report(part, settings: DemoSettings) -> dict:
     """One layer's trajectory and its transitions (the LLC alone, against step)."""
     from slt.transitions import detect_transitions
@@ -469,8 +475,7 @@ def report_markdown(r: dict) -> str:
             v = r.get(k)
             return f(v[i] if v else None, fmt)
 
-        layer_cols = "".join(f"{f(r['components'][n]['llc'][i] if i < len(r['components'][n]['llc']) else None, '.2f')} | "
-                             for n in names)
+        layer_cols = "".join(f"{f(_at_step(r['components'][n], step), '.2f')} | " for n in names)
         count = len(warned.get(str(step)) or warned.get(step) or [])
         lines.append(f"| {step} | {col('llc_mean', '.2f')} | {col('llc_std', '.2f')} | {col('rhat', '.3f')} | "
                      f"{layer_cols}{col('train_acc', '.3f')} | {col('test_acc', '.3f')} | {col('train_loss', '.3g')} | "

@@ -190,10 +190,7 @@ def run_induction_demo(
         "train_seconds": rec["wall_seconds"],
         "trained_this_run": trained,
         "llc_seconds_this_run": llc_seconds,
-        # each checkpoint's record holds its share of its group's program (model and heads): undo the share
-        "llc_compute_seconds": float(sum((t.get("compile_seconds", 0) + t.get("sample_seconds", 0))
-                                         / t.get("share_of_group", 1) / t.get("group_size", 1)
-                                         for t in traj.timing)),
+        "llc_compute_seconds": traj.compute_seconds,
         "detect_seconds": time.perf_counter() - t_det,
     }
     plot_induction(report, os.path.join(out, "induction.png"))
@@ -234,6 +231,8 @@ def _transitions(steps, values, sems, threshold) -> list:
 
     steps, values = np.asarray(steps, float), np.asarray(values, float)
     keep = (steps > 0) & np.isfinite(values)
+    if sems is not None and not np.isfinite(np.asarray(sems, float)[keep]).any():
+        sems = None  # e.g. a standard error over a single sequence: the detector estimates the noise itself
     if sems is not None:
         sems = np.asarray(sems, float)
         keep &= np.isfinite(sems)

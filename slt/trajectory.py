@@ -616,6 +616,14 @@ class Trajectory:
         return len(self.steps)
 
     @property
+    def compute_seconds(self) -> float:
+        """Compile + sampling seconds of the programs that measured these checkpoints (whole model and
+        components together). Each record holds its share of its group's program (``share_of_group`` of
+        ``group_size`` checkpoints × units); diverged checkpoints' groups are not counted."""
+        return float(sum((t.get("compile_seconds", 0) + t.get("sample_seconds", 0))
+                         / t.get("share_of_group", 1) / t.get("group_size", 1) for t in self.timing))
+
+    @property
     def llc_sem(self) -> np.ndarray:
         """Standard error of ``llc_mean``: sd across chains / √(healthy chains)."""
         k = np.sum(np.isfinite(self.llc_per_chain), axis=1) if self.llc_per_chain.size else np.zeros(len(self))

@@ -69,3 +69,11 @@ def test_a_finished_training_is_reused_refused_with_other_settings_and_replaced_
         reuse_or_train(str(tmp_path), {"a": 1, "b": 3}, run, **kw)
     rec, trained = reuse_or_train(str(tmp_path), {"a": 1, "b": 3}, run, **{**kw, "restart": True})
     assert trained and rec["settings"]["b"] == 3 and len(calls) == 2
+
+
+def test_a_layer_value_is_shown_at_its_own_checkpoint():
+    """A layer's rows are its own checkpoints: one the whole model lacks must not shift the others."""
+    from slt.demo import _at_step
+
+    layer = {"steps": [10, 20, 30], "llc": [1.0, 2.0, 3.0]}
+    assert [_at_step(layer, s) for s in (10, 30, 40)] == [1.0, 3.0, None]

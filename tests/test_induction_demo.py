@@ -34,3 +34,15 @@ def test_tiny_induction_demo_report_and_resume(tmp_path):
     again = run_induction_demo(tmp_path, tiny=True, progress=False)
     assert (tmp_path / "llc.jsonl").read_bytes() == store  # resumed: nothing resampled
     assert again["model"]["llc"] == report["model"]["llc"]
+
+
+def test_transitions_without_finite_standard_errors_fall_back_to_the_detectors_noise():
+    """A standard error over one sequence is NaN at every checkpoint: the signal is still searched."""
+    import numpy as np
+
+    from slt.induction_demo import _transitions
+
+    steps = np.geomspace(10, 2000, 15)
+    values = np.where(steps < 200, 0.0, -3.0) + 0.01 * np.random.default_rng(0).normal(size=15)
+    found = _transitions(steps, values, np.full(15, np.nan), 5.0)
+    assert [t["kind"] for t in found] == ["fall"] and 100 < found[0]["step"] < 250
