@@ -1,12 +1,30 @@
-"""Shared by the benchmarks: write a Markdown table between markers in a docs page."""
+"""Shared by the benchmarks: write a Markdown table between markers in a docs page, run a worker process."""
 
 from __future__ import annotations
 
+import json
+import os
 import platform
 import re
+import subprocess
 from pathlib import Path
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+
+
+def run_worker(script: str, python: str, side: str, spec_path: Path, seed: int, *, extra_args=(),
+               cache: str = "off", cpu_devices: str = "off") -> dict:
+    """Run ``script --worker SIDE --spec SPEC --seed SEED`` in a fresh ``python`` process (compilation cache, XLA
+    CPU devices as given; warnings and bars off) and return the JSON of its last stdout line."""
+    cmd = [python, str(Path(script).resolve()), "--worker", side, "--spec", str(spec_path), "--seed", str(seed),
+           *map(str, extra_args)]
+    env = dict(os.environ, SLT_COMPILATION_CACHE=cache, PYTHONWARNINGS="ignore", TQDM_DISABLE="1",
+               SLT_CPU_DEVICES=cpu_devices)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(ROOT))
+    if proc.returncode:
+        raise RuntimeError(f"{side} worker failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def machine_line() -> str:

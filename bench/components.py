@@ -43,7 +43,6 @@ import argparse
 import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -53,6 +52,7 @@ import numpy as np  # in both environments (slt's and the devinterp benchmark ve
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from common import run_worker  # noqa: E402
 from vs_devinterp import DEFAULT_BENCH_PYTHON, _se, _version, best_threads, fast_loader  # noqa: E402
 
 ROOT = HERE.parent
@@ -263,12 +263,7 @@ LABELS = {
 
 
 def _worker(python: str, contender: str, spec_path: Path, seed: int) -> dict:
-    cmd = [python, str(Path(__file__).resolve()), "--worker", contender, "--spec", str(spec_path), "--seed", str(seed)]
-    env = dict(os.environ, SLT_COMPILATION_CACHE="off", PYTHONWARNINGS="ignore", TQDM_DISABLE="1", SLT_CPU_DEVICES="auto")
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(ROOT))
-    if proc.returncode:
-        raise RuntimeError(f"{contender} worker failed:\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_worker(__file__, python, contender, spec_path, seed, cpu_devices="auto")
 
 
 def trajectory(task, run, history, spec: dict, draws: int) -> dict:

@@ -33,7 +33,6 @@ import json
 import math
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,7 +42,7 @@ import numpy as np  # in both environments
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import devinterp_versions, write_section  # noqa: E402
+from common import devinterp_versions, run_worker, write_section  # noqa: E402
 
 ROOT = HERE.parent
 DOCS = ROOT / "docs"
@@ -203,13 +202,7 @@ CONTENDERS = ("bridged", "native", "devinterp", "devinterp_iid")
 
 
 def _worker(python: str, side: str, spec_path: Path, seed: int) -> dict:
-    cmd = [python, str(Path(__file__).resolve()), "--worker", side, "--spec", str(spec_path), "--seed", str(seed)]
-    env = dict(os.environ, SLT_COMPILATION_CACHE="off", PYTHONWARNINGS="ignore", TQDM_DISABLE="1",
-               SLT_CPU_DEVICES="off")
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(ROOT))
-    if proc.returncode:
-        raise RuntimeError(f"{side} worker failed:\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_worker(__file__, python, side, spec_path, seed, cpu_devices="off")
 
 
 def _pooled(runs: list[dict]) -> tuple[float, float]:

@@ -35,7 +35,6 @@ import argparse
 import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,7 +44,7 @@ import numpy as np  # in both environments (slt's and the devinterp benchmark ve
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import devinterp_versions, write_section  # noqa: E402
+from common import devinterp_versions, run_worker, write_section  # noqa: E402
 ROOT = HERE.parent
 DEFAULT_BENCH_PYTHON = os.environ.get("SLT_BENCH_PYTHON", "/work/bench-venv/bin/python")
 MODELS = ("tms", "grokking_mlp", "dln_1e4", "mlp_1m")
@@ -426,16 +425,9 @@ CACHED = "slt_cached"
 
 def _worker(python: str, contender: str, spec_path: Path, seed: int, checkpoints: int = 0) -> dict:
     side, cpu_devices = {**CONTENDERS, CACHED: ("slt", "auto")}[contender]
-    cmd = [python, str(Path(__file__).resolve()), "--worker", side, "--spec", str(spec_path), "--seed", str(seed)]
-    if checkpoints:
-        cmd += ["--checkpoints", str(checkpoints)]
     cache = str(spec_path.parent / "xla-cache") if contender == CACHED else "off"
-    env = dict(os.environ, SLT_COMPILATION_CACHE=cache, PYTHONWARNINGS="ignore", TQDM_DISABLE="1",
-               SLT_CPU_DEVICES=cpu_devices)
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(ROOT))
-    if proc.returncode:
-        raise RuntimeError(f"{side} worker failed:\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_worker(__file__, python, side, spec_path, seed, cache=cache, cpu_devices=cpu_devices,
+                      extra_args=("--checkpoints", checkpoints) if checkpoints else ())
 
 
 def _interleaved(args, spec_path: Path, repeats: int, *, label: str, checkpoints: int = 0) -> dict:
