@@ -321,10 +321,13 @@ def in_context_loss(params, tokens, *, early: int | None = None, late: int | Non
     return _in_context_gain(params, tokens, early, late).mean()
 
 
+def _sem(d: jax.Array) -> jax.Array:
+    return d.std(ddof=1) / jnp.sqrt(d.shape[0])
+
+
 def in_context_loss_sem(params, tokens, *, early: int | None = None, late: int | None = None) -> jax.Array:
     """Standard error of :func:`in_context_loss` over the sequences: sd of the per-sequence differences / √n."""
-    d = _in_context_gain(params, tokens, early, late)
-    return d.std(ddof=1) / jnp.sqrt(d.shape[0])
+    return _sem(_in_context_gain(params, tokens, early, late))
 
 
 def mechanism_fn(score_tokens, icl_tokens=None, *, early: int | None = None, late: int | None = None):
@@ -345,8 +348,8 @@ def mechanism_fn(score_tokens, icl_tokens=None, *, early: int | None = None, lat
     @jax.jit
     def fn(params):
         out = head_scores(params, score_tokens)
-        out["in_context_loss"] = in_context_loss(params, icl_tokens, early=early, late=late)
-        out["in_context_loss_sem"] = in_context_loss_sem(params, icl_tokens, early=early, late=late)
+        gain = _in_context_gain(params, icl_tokens, early, late)  # one forward pass for the loss and its error
+        out["in_context_loss"], out["in_context_loss_sem"] = gain.mean(), _sem(gain)
         out["repeat_loss"] = per_token_loss(params, score_tokens)[:, half:].mean()
         return out
 

@@ -231,11 +231,12 @@ def _transitions(steps, values, sems, threshold) -> list:
 
     steps, values = np.asarray(steps, float), np.asarray(values, float)
     keep = (steps > 0) & np.isfinite(values)
-    if sems is not None and not np.isfinite(np.asarray(sems, float)[keep]).any():
-        sems = None  # e.g. a standard error over a single sequence: the detector estimates the noise itself
     if sems is not None:
         sems = np.asarray(sems, float)
-        keep &= np.isfinite(sems)
+        if np.isfinite(sems[keep]).any():
+            keep &= np.isfinite(sems)
+        else:  # e.g. a standard error over a single sequence: the detector estimates the noise itself
+            sems = None
     if keep.sum() < 6:
         return []
     try:
